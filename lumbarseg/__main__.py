@@ -1,0 +1,3 @@
+from lumbarseg.cli import main
+
+raise SystemExit(main())

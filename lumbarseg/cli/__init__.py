@@ -1,0 +1,41 @@
+"""The ``lumbarseg`` command: thin adapters over the Python API, one module per command group."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from lumbarseg import __version__
+from lumbarseg.errors import LumbarsegError
+
+# Each module defines ``register(subparsers)``, which adds its parser(s) with ``func=handler``.
+COMMAND_MODULES = ["dataset", "train", "export", "predict", "evaluate"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lumbarseg",
+        description="Lumbar spine MRI segmentation (vertebrae, discs, spinal canal) on the DeepHealth toolkit.",
+    )
+    parser.add_argument("--version", action="version", version=f"lumbarseg {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"lumbarseg.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LumbarsegError as exc:
+        print(f"lumbarseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lumbarseg: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,8 @@
+"""`lumbarseg export`: placeholder until its issue lands."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    subparsers.add_parser("export", help="(not yet available)")

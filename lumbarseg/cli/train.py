@@ -1,0 +1,8 @@
+"""`lumbarseg train`: placeholder until its issue lands."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    subparsers.add_parser("train", help="(not yet available)")

@@ -1,0 +1,8 @@
+"""Deep-learning engines behind one interface (see ``base.Engine``).
+
+These are the only modules that import pyeddl, pyecvl or torch, and only when an engine is
+asked for by name, so ``import lumbarseg`` works with none of them installed.
+"""
+from lumbarseg.engines.base import ENGINES, Device, Engine, LossConfig, OptimizerConfig, get_engine, parse_device
+
+__all__ = ["ENGINES", "Device", "Engine", "LossConfig", "OptimizerConfig", "get_engine", "parse_device"]

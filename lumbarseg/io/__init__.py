@@ -1,0 +1,1 @@
+"""Reading and writing images and volumes, always with their geometry."""

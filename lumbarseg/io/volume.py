@@ -1,0 +1,100 @@
+"""A volume always travels with its geometry; reorient on read, undo on write.
+
+Geometry follows nibabel: ``affine`` maps voxel indices to RAS+ millimetres. lumbarseg's
+canonical orientation is **RIP**: axis 0 runs to the patient's Right (one sagittal slice per
+index), axis 1 runs Inferior (image rows: head at the top), axis 2 runs Posterior (image
+columns: anterior on the left). ``volume.array[k]`` is then a sagittal slice displayed the way
+radiologists read it, the way the SPIDER PNG export stores it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Tuple
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+
+CANONICAL = "RIP"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D array and the 4x4 voxel -> RAS+ (mm) affine that places it in the patient."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    source: str = ""
+    header: dict = field(default_factory=dict, compare=False)  # format-specific extras (e.g. NIfTI header)
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise ValueError(f"Volume needs a 3D array, got shape {self.array.shape}")
+        if np.asarray(self.affine).shape != (4, 4):
+            raise ValueError(f"Volume needs a 4x4 affine, got {np.asarray(self.affine).shape}")
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> Tuple[float, float, float]:
+        """Voxel size in mm along each array axis."""
+        return tuple(float(s) for s in np.sqrt((np.asarray(self.affine)[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes such as ``RAS`` or ``RIP`` (the direction each axis runs towards)."""
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """Same geometry, new voxels (e.g. a mask predicted on this volume)."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"array shape {array.shape} does not match volume shape {self.array.shape}")
+        return Volume(array, self.affine, self.source, self.header)
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """How a volume was brought to an orientation, so the result can be put back."""
+
+    original_affine: np.ndarray
+    original_shape: Tuple[int, int, int]
+    transform: np.ndarray  # nibabel orientation transform, original -> target
+
+    def undo(self, array: np.ndarray) -> np.ndarray:
+        """Map an array in the target orientation back to the original voxel grid."""
+        back = _inverse_ornt(self.transform)
+        out = orientations.apply_orientation(array, back)
+        if out.shape[:3] != self.original_shape:
+            raise ValueError(f"undo produced shape {out.shape}, expected {self.original_shape}")
+        return out
+
+
+def _inverse_ornt(ornt: np.ndarray) -> np.ndarray:
+    """Inverse of a nibabel orientation transform (axis permutation plus flips)."""
+    inv = np.zeros_like(ornt)
+    for src_axis, (dst_axis, flip) in enumerate(ornt):
+        inv[int(dst_axis)] = (src_axis, flip)
+    return inv
+
+
+def reorient(volume: Volume, target: str = CANONICAL) -> Tuple[Volume, Reorientation]:
+    """Permute/flip ``volume`` to ``target`` axis codes (no resampling); returns how to undo it."""
+    start = orientations.io_orientation(volume.affine)
+    goal = orientations.axcodes2ornt(tuple(target))
+    transform = orientations.ornt_transform(start, goal)
+    array = orientations.apply_orientation(volume.array, transform)
+    affine = volume.affine @ orientations.inv_ornt_aff(transform, volume.array.shape)
+    undo = Reorientation(np.asarray(volume.affine), volume.shape, transform)
+    return Volume(np.ascontiguousarray(array), affine, volume.source, volume.header), undo
+
+
+def affine_from_spacing(spacing: Tuple[float, float, float], orientation: str = CANONICAL) -> np.ndarray:
+    """An axis-aligned affine with the given voxel size for arrays stored in ``orientation``."""
+    ornt = orientations.axcodes2ornt(tuple(orientation))
+    affine = np.eye(4)
+    affine[:3, :3] = 0.0
+    for axis, (world_axis, sign) in enumerate(ornt):
+        affine[int(world_axis), axis] = sign * float(spacing[axis])
+    return affine

@@ -1,0 +1,1 @@
+"""The model file: ONNX graph plus lumbarseg metadata (the contract between engines)."""

@@ -1,0 +1,1 @@
+"""Network architectures as plain specs; each engine builds them layer for layer."""

