@@ -1,8 +1,66 @@
-"""`lumbarseg train`: placeholder until its issue lands."""
+"""`lumbarseg train`: a thin adapter over ``lumbarseg.training.trainer.train`` / ``resume``."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any, Dict
+
+from lumbarseg.errors import LumbarsegError
+
+# CLI flag -> dotted config key (flags override the config file).
+OVERRIDES = {"epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr", "optimizer": "optimizer.name",
+             "schedule": "schedule.name", "seed": "seed", "workers": "workers", "threads": "threads",
+             "depth": "model.depth", "base_filters": "model.base_filters", "patience": "early_stopping.patience"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    subparsers.add_parser("train", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "train", help="train a U-Net on a DeepHealth dataset (or resume a run)",
+        description="Train a U-Net; writes RUN_DIR/{config.yml, log.csv, log.json, curves.png, best.onnx, "
+                    "checkpoints/}. Continue a killed run with --resume RUN_DIR.")
+    parser.add_argument("--dataset", type=Path, help="DeepHealth dataset YAML (training and validation splits)")
+    parser.add_argument("--config", type=Path, help="experiment config YAML (e.g. configs/unet_spider.yml)")
+    parser.add_argument("--engine", default="torch", help="torch (default) or eddl")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:0,1 or fpga")
+    parser.add_argument("--out", type=Path, help="new run directory (must not exist or be empty)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run to its epoch count")
+    parser.add_argument("--init", type=Path, metavar="MODEL.onnx", help="start from this model's weights")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    overrides = parser.add_argument_group("config overrides")
+    overrides.add_argument("--epochs", type=int)
+    overrides.add_argument("--batch-size", type=int)
+    overrides.add_argument("--lr", type=float, help="learning rate")
+    overrides.add_argument("--optimizer", help="adam, sgd or rmsprop")
+    overrides.add_argument("--schedule", help="constant, cosine, step or poly")
+    overrides.add_argument("--seed", type=int)
+    overrides.add_argument("--workers", type=int, help="loader threads")
+    overrides.add_argument("--threads", type=int, help="engine CPU threads")
+    overrides.add_argument("--depth", type=int)
+    overrides.add_argument("--base-filters", type=int)
+    overrides.add_argument("--patience", type=int, help="early stopping patience (epochs)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lumbarseg.config import load_config
+    from lumbarseg.training.trainer import resume, train
+
+    given: Dict[str, Any] = {key: getattr(args, flag) for flag, key in OVERRIDES.items()
+                             if getattr(args, flag) is not None}
+    if args.resume is not None:
+        fixed = [name for name, value in (("--config", args.config), ("--out", args.out), ("--init", args.init))
+                 if value is not None] + ["--" + k.replace("_", "-") for k in OVERRIDES if getattr(args, k) is not None]
+        if fixed:
+            raise LumbarsegError("--resume", f"a resumed run keeps its config; drop {', '.join(fixed)}")
+        result = resume(args.resume, device=args.device, dataset=args.dataset, progress=not args.no_progress)
+    else:
+        if args.dataset is None or args.out is None:
+            raise LumbarsegError("lumbarseg train", "needs --dataset DS.yml and --out RUN_DIR (or --resume RUN_DIR)")
+        config = load_config(args.config, given)
+        result = train(args.dataset, config, args.out, engine=args.engine, device=args.device or "cpu",
+                       init=args.init, progress=not args.no_progress)
+    best = f"best epoch {result.best_epoch} (validation mean Dice {result.best_dice:.3f})" \
+        if result.best_epoch else "no epoch finished"
+    print(f"{result.run_dir}: {result.epochs_done} epochs, {best}"
+          + (", stopped early" if result.stopped_early else ""))
+    return 0

@@ -1,0 +1,352 @@
+"""The engine-agnostic training loop: epochs of ``engine.train_step``, validation Dice, checkpoints, ONNX.
+
+The loop knows engines only through ``lumbarseg.engines.base.Engine`` and batches only through a
+:class:`BatchSource` (by default the portable ``SliceLoader``; an engine may offer its own, e.g.
+EDDL from pyecvl's DLDataset, through a ``batch_source(dataset, config)`` classmethod). The run
+directory layout and its atomicity are in ``rundir.py``.
+
+Validation Dice per class is pooled over the whole validation split (all slices' voxels counted
+together); a class absent from both the masks and the prediction scores 1. The mean Dice is the
+mean over the foreground classes; the best epoch is the one with the highest mean Dice.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from lumbarseg.config import STOP_METRICS, ExperimentConfig, load_config
+from lumbarseg.data.deephealth_yaml import DeepHealthDataset, load_dataset
+from lumbarseg.engines.base import Device, Engine, get_engine, parse_device
+from lumbarseg.errors import LumbarsegError
+from lumbarseg.io.atomic import atomic_path, write_text
+from lumbarseg.io.intensity import DEFAULT_NORMALIZATION
+from lumbarseg.io.slices import read_grey
+from lumbarseg.model import metadata as model_metadata
+from lumbarseg.networks.unet import UNetSpec
+from lumbarseg.training import rundir
+from lumbarseg.training.logs import write_logs
+from lumbarseg.transforms.ecvl_spec import SEQUENTIAL, AugSpec, make_spec, parse_spec
+
+Batch = Tuple[np.ndarray, np.ndarray]
+PathLike = Union[str, Path]
+# Augmentations after which the image size is fixed; without one the trainer resizes to input_size first.
+_SIZING = ("AugResizeDim", "AugResizeScale", "AugRandomCrop", "AugCenterCrop")
+
+
+class BatchSource:
+    """Batches of the training and validation splits: images float32 (N, C, H, W), labels int64 (N, H, W)."""
+
+    def num_batches(self, split: str) -> int:
+        raise NotImplementedError
+
+    def batches(self, split: str, epoch: int) -> Iterable[Batch]:
+        """One pass over ``split``; the order and augmentation depend only on the seed and ``epoch``."""
+        raise NotImplementedError
+
+
+BatchSourceFactory = Callable[[DeepHealthDataset, ExperimentConfig], BatchSource]
+
+
+class SliceLoaderSource(BatchSource):
+    """The default: ``lumbarseg.data.loader.SliceLoader`` per split (training shuffled, validation in order)."""
+
+    def __init__(self, dataset: DeepHealthDataset, config: ExperimentConfig) -> None:
+        from lumbarseg.data.loader import SliceLoader
+
+        self.loaders = {
+            split: SliceLoader(dataset, split, config.batch_size, augmentation=sized_augmentation(config, split),
+                               shuffle=split == "training", seed=config.seed, workers=config.workers)
+            for split in ("training", "validation")
+        }
+
+    def num_batches(self, split: str) -> int:
+        return len(self.loaders[split])
+
+    def batches(self, split: str, epoch: int) -> Iterable[Batch]:
+        loader = self.loaders[split]
+        loader.set_epoch(epoch)
+        return iter(loader)
+
+
+def sized_augmentation(config: ExperimentConfig, split: str) -> AugSpec:
+    """The split's augmentation, starting with a resize to ``input_size`` unless it sizes images itself."""
+    text = config.augmentation.get(split)
+    rows, cols = config.input_size
+    resize = make_spec("AugResizeDim", source=f"augmentation.{split}", dims=[cols, rows])  # ECVL: (width, height)
+    if text is None:
+        return resize
+    spec = parse_spec(text, source=f"augmentation.{split}")
+    if any(node.name in _SIZING for node in spec.walk()):
+        return spec
+    children = spec.children if spec.name == SEQUENTIAL else (spec,)
+    return AugSpec(SEQUENTIAL, {}, (resize,) + tuple(children))
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_epoch: Optional[int]
+    best_dice: float
+    stopped_early: bool
+
+
+def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: str = "torch", device: str = "cpu",
+          init: Optional[PathLike] = None, batch_source: Optional[BatchSourceFactory] = None,
+          progress: bool = True) -> TrainResult:
+    """Train a new run into ``out`` (missing or empty). ``init``: start from an ONNX model's weights."""
+    out = Path(out)
+    rundir.check_new_run_dir(out)
+    engine_cls = get_engine(engine)
+    dev = parse_device(device)
+    ds = _load_training_dataset(dataset)
+    config = config.with_classes(ds.classes, source=ds.where)
+    spec = config.spec()
+    spec.check_input_size(config.input_size, source="input_size")
+    if init is not None:
+        net = _engine_from_onnx(engine_cls, Path(init), ds, spec, dev, config)
+    else:
+        net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
+    net.configure_training(config.optimizer, config.loss)
+    source = _batch_source(engine_cls, ds, config, batch_source)
+    meta = _base_metadata(ds, config, spec, engine)
+    existed = out.is_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / rundir.CONFIG_FILE, config.to_yaml())
+    rundir.write_json(out / rundir.RUN_FILE, {
+        "dataset": str(Path(dataset).resolve()), "engine": engine, "device": str(dev), "classes": ds.classes,
+        "architecture": spec.to_dict(), "init": str(Path(init).resolve()) if init else None,
+        "metadata": asdict(meta)})
+    try:
+        return _fit(out, net, source, config, ds, meta, _fresh_state(), progress)
+    except LumbarsegError:
+        if rundir.latest_checkpoint(out) is None:  # bad input found in the first epoch: leave no run behind
+            shutil.rmtree(out, ignore_errors=True)
+            if existed:
+                out.mkdir()
+        raise
+
+
+def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[PathLike] = None,
+           batch_source: Optional[BatchSourceFactory] = None, progress: bool = True) -> TrainResult:
+    """Continue a run from its newest complete checkpoint up to the config's epoch count."""
+    run_dir = Path(run_dir)
+    run = rundir.read_run(run_dir)
+    config = load_config(run_dir / rundir.CONFIG_FILE)
+    ds = _load_training_dataset(dataset if dataset is not None else run["dataset"])
+    if list(ds.classes) != list(run["classes"]):
+        raise LumbarsegError(ds.where, f"classes {ds.classes} disagree with the run's classes {run['classes']}")
+    engine_cls = get_engine(run["engine"])
+    dev = parse_device(device if device is not None else run["device"])
+    spec = config.spec()
+    net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
+    net.configure_training(config.optimizer, config.loss)
+    state = _fresh_state()
+    latest = rundir.latest_checkpoint(run_dir)
+    if latest is not None:
+        net.load_checkpoint(latest[1] / rundir.ENGINE_CHECKPOINT)
+        state = rundir.load_state(latest[1])
+    source = _batch_source(engine_cls, ds, config, batch_source)
+    meta = model_metadata.ModelMetadata(**run["metadata"])
+    return _fit(run_dir, net, source, config, ds, meta, state, progress)
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def _fresh_state() -> Dict[str, Any]:
+    return {"epoch": 0, "history": [], "best_epoch": None, "best_dice": -1.0, "stop_best": None,
+            "stale_epochs": 0, "stopped_early": False}
+
+
+def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentConfig, ds: DeepHealthDataset,
+         meta: model_metadata.ModelMetadata, state: Dict[str, Any], progress: bool) -> TrainResult:
+    classes = list(config.classes or ())
+    better = STOP_METRICS[config.early_stopping.metric]
+    while state["epoch"] < config.epochs and not state["stopped_early"]:
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        losses, lr = train_epoch(engine, source, config, epoch, progress)
+        dice = validate(engine, source.batches("validation", epoch), len(classes))
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)),
+                  "dice": {name: dice[i] for i, name in enumerate(classes) if i > 0},
+                  "mean_dice": float(np.mean(dice[1:])), "seconds": time.perf_counter() - started}
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        if record["mean_dice"] > state["best_dice"]:
+            state["best_dice"], state["best_epoch"] = record["mean_dice"], epoch + 1
+            engine.save_checkpoint(run_dir / rundir.BEST_CHECKPOINT)
+            export_model(engine, run_dir / rundir.BEST_ONNX, _with_training_record(meta, ds, config, state))
+        value, previous = record[config.early_stopping.metric], state["stop_best"]
+        if previous is None or (value > previous if better == "max" else value < previous):
+            state["stop_best"], state["stale_epochs"] = value, 0
+        else:
+            state["stale_epochs"] += 1
+        patience = config.early_stopping.patience
+        state["stopped_early"] = bool(patience and state["stale_epochs"] >= patience and state["epoch"] < config.epochs)
+        rundir.save_checkpoint(run_dir, epoch + 1, engine, state)
+        if state["epoch"] < config.epochs and not state["stopped_early"]:
+            write_logs(run_dir, state["history"], classes, state["best_epoch"])
+        if progress:
+            per_class = ", ".join(f"{name} {value:.3f}" for name, value in record["dice"].items())
+            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, validation mean Dice "
+                  f"{record['mean_dice']:.3f} ({per_class})" + (", stopping early" if state["stopped_early"] else ""),
+                  file=sys.stderr)
+    if state["history"]:  # also after a kill between the last checkpoint and its logs
+        write_logs(run_dir, state["history"], classes, state["best_epoch"])
+    return TrainResult(run_dir, state["epoch"], state["best_epoch"], max(state["best_dice"], 0.0),
+                       state["stopped_early"])
+
+
+def train_epoch(engine: Engine, source: BatchSource, config: ExperimentConfig, epoch: int,
+                progress: bool = True) -> Tuple[List[float], float]:
+    """One pass over the training split (0-based ``epoch``): the batch losses and the last learning rate."""
+    from tqdm import tqdm
+
+    n_batches = source.num_batches("training")
+    losses: List[float] = []
+    lr = config.optimizer.lr
+    bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", file=sys.stderr,
+               disable=not progress, leave=False)
+    for step, (images, labels) in enumerate(source.batches("training", epoch)):
+        if step == 0:
+            _check_batch(images, labels, engine.spec)
+        lr = config.schedule.lr_at(config.optimizer.lr, epoch + step / max(n_batches, 1), config.epochs)
+        engine.set_learning_rate(lr)
+        loss = engine.train_step(images, labels)
+        if not math.isfinite(loss):
+            raise LumbarsegError("training", f"the loss became {loss} in epoch {epoch + 1} (try a lower optimizer.lr)")
+        losses.append(loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+    bar.close()
+    return losses, lr
+
+
+def validate(engine: Engine, batches: Iterable[Batch], num_classes: int) -> List[float]:
+    """Dice per class (index 0 = background), pooled over every voxel of the batches."""
+    overlap = np.zeros(num_classes)
+    predicted = np.zeros(num_classes)
+    truth = np.zeros(num_classes)
+    for images, labels in batches:
+        prediction = engine.predict(images).argmax(axis=1)
+        for c in range(num_classes):
+            p, t = prediction == c, labels == c
+            overlap[c] += np.count_nonzero(p & t)
+            predicted[c] += np.count_nonzero(p)
+            truth[c] += np.count_nonzero(t)
+    total = predicted + truth
+    return [float(2 * o / s) if s else 1.0 for o, s in zip(overlap, total)]
+
+
+def export_model(engine: Engine, path: Path, meta: model_metadata.ModelMetadata) -> None:
+    """The engine's ONNX with ``meta`` embedded, appearing at ``path`` only when complete and checked."""
+    with atomic_path(path) as tmp:
+        engine.export_onnx(tmp)
+        model_metadata.embed(tmp, meta)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _load_training_dataset(path: PathLike) -> DeepHealthDataset:
+    ds = load_dataset(path)
+    ds.classes  # noqa: B018  (raises a clear error for a dataset without class names)
+    for split in ("training", "validation"):
+        if not ds.split.get(split):
+            raise LumbarsegError(ds.where, f"no {split} split (or it is empty): training needs both training and "
+                                           "validation slices (rebuild with lumbarseg dataset ... --split)")
+    return ds
+
+
+def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: UNetSpec, device: Device,
+                      config: ExperimentConfig) -> Engine:
+    meta = model_metadata.read(path)
+    if list(meta.classes) != list(ds.classes):
+        raise LumbarsegError(path, f"model classes {meta.classes} disagree with the dataset's {ds.classes}")
+    if meta.spec != spec:
+        raise LumbarsegError(path, f"model architecture {meta.spec} differs from the config's {spec}")
+    return engine_cls.from_onnx(path, spec, device, threads=config.threads, seed=config.seed)
+
+
+def _batch_source(engine_cls: Any, ds: DeepHealthDataset, config: ExperimentConfig,
+                  factory: Optional[BatchSourceFactory]) -> BatchSource:
+    if factory is not None:
+        return factory(ds, config)
+    native = getattr(engine_cls, "batch_source", None)
+    source = native(ds, config) if native is not None else None
+    return source if source is not None else SliceLoaderSource(ds, config)
+
+
+def _check_batch(images: np.ndarray, labels: np.ndarray, spec: UNetSpec) -> None:
+    """Training batches may be crops smaller than ``input_size``; the U-Net only needs sides divisible by 2**depth."""
+    size = tuple(images.shape[2:])
+    if tuple(labels.shape[1:]) != size:
+        raise LumbarsegError("augmentation.training", f"images come out {size} but masks {tuple(labels.shape[1:])}")
+    spec.check_input_size(size, source="augmentation.training: batches")
+
+
+def _base_metadata(ds: DeepHealthDataset, config: ExperimentConfig, spec: UNetSpec,
+                   engine: str) -> model_metadata.ModelMetadata:
+    classes = list(ds.classes)
+    colours = ds.meta.get("colors") or {}
+    defaults = dict(zip(ds.label_map.classes, ds.label_map.colors))
+    colors = [list(colours.get(name, defaults[name])) for name in classes]
+    return model_metadata.ModelMetadata(
+        classes=classes, colors=colors, architecture=spec.to_dict(), spacing=list(_spacing(ds, config)),
+        input_size=list(config.input_size), normalization=dict(ds.meta.get("normalization") or DEFAULT_NORMALIZATION),
+        training_data={"dataset": ds.name, "description": ds.description,
+                       "slices": {split: len(ds.split.get(split, [])) for split in ("training", "validation")}},
+        engine=engine)
+
+
+def _spacing(ds: DeepHealthDataset, config: ExperimentConfig) -> Sequence[float]:
+    """mm per pixel at ``input_size``: the config's, or the dataset's scaled by the resize."""
+    if config.spacing is not None:
+        return config.spacing
+    if ds.spacing is None:
+        raise LumbarsegError(ds.where, "in-plane spacing unknown: set spacing: [row_mm, col_mm] in the config")
+    image = read_grey(ds.pairs("training")[0][0])
+    return tuple(round(s * n / m, 6) for s, n, m in zip(ds.spacing, image.shape, config.input_size))
+
+
+def _with_training_record(meta: model_metadata.ModelMetadata, ds: DeepHealthDataset, config: ExperimentConfig,
+                          state: Dict[str, Any]) -> model_metadata.ModelMetadata:
+    record = dict(meta.training_data)
+    record.update({"epochs": state["epoch"], "best_epoch": state["best_epoch"],
+                   "validation_mean_dice": round(state["best_dice"], 6), "seed": config.seed,
+                   "optimizer": asdict(config.optimizer)})
+    return replace(meta, training_data=record)
+
+
+def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best") -> Path:
+    """Write a run's ``best`` or ``last`` checkpoint as an ONNX model with metadata to ``out``."""
+    run_dir, out = Path(run_dir), Path(out)
+    run = rundir.read_run(run_dir)
+    if checkpoint == "best":
+        path = run_dir / rundir.BEST_CHECKPOINT
+    elif checkpoint == "last":
+        latest = rundir.latest_checkpoint(run_dir)
+        path = latest[1] / rundir.ENGINE_CHECKPOINT if latest else run_dir / rundir.CHECKPOINTS
+    else:
+        raise LumbarsegError("--checkpoint", f"unknown checkpoint {checkpoint!r} (choose best or last)")
+    if not path.is_file():
+        raise LumbarsegError(run_dir, f"no {checkpoint} checkpoint yet (has an epoch finished?)")
+    if out.resolve() == (run_dir / rundir.BEST_ONNX).resolve():
+        raise LumbarsegError(out, "is the run's own best.onnx; choose another output path")
+    spec = UNetSpec.from_dict(run["architecture"])
+    engine = get_engine(run["engine"])(spec, Device("cpu"))
+    engine.load_checkpoint(path)
+    state = rundir.load_state(rundir.latest_checkpoint(run_dir)[1]) if rundir.latest_checkpoint(run_dir) else {}
+    meta = model_metadata.ModelMetadata(**run["metadata"])
+    record = dict(meta.training_data, checkpoint=checkpoint, epochs=state.get("epoch"),
+                  best_epoch=state.get("best_epoch"))
+    export_model(engine, out, replace(meta, training_data=record))
+    return out
