@@ -1,0 +1,160 @@
+"""`lumbarseg predict` end to end from the CLI on a 20-slice 512x640 sagittal volume, 2 CPU cores.
+
+Reports wall time (target < 1 s for the default model), peak RSS (target < 1.5 GB), the network's
+FLOPs per slice (counted from the ONNX graph's Conv shapes), this machine's measured float32 GEMM
+FLOP/s on 2 threads (how close inference gets to the compute limit), and the EDDL runtime's time
+on the same ONNX as a ratio when pyeddl is installed.
+
+Model: models/lumbarseg-spine-t2.onnx if present, else a freshly initialised default U-Net
+(depth 4, 16 base filters) exported by the torch engine. Input: the first 20 slices of one
+shared SPIDER patient if ../shared is there, else a synthetic volume.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SPIDER = REPO.parent / "shared" / "data" / "spider-t2space-png" / "images"
+THREADS = 2
+SLICES, ROWS, COLS = 20, 640, 512
+SPACING = (0.9, 0.47, 0.47)  # slice, row, col (mm)
+sys.path.insert(0, str(REPO))
+
+
+def _env() -> Dict[str, str]:
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = str(THREADS)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def make_volume(path: Path) -> str:
+    from lumbarseg.io.readers import png_stacks, read_png_stack, write_volume
+    from lumbarseg.io.volume import Volume, affine_from_spacing
+
+    if SPIDER.is_dir():
+        files = next(iter(png_stacks(SPIDER).values()))[:SLICES]
+        volume = read_png_stack(files, spacing=SPACING)
+        if volume.shape == (SLICES, ROWS, COLS):
+            write_volume(volume, path)
+            return f"SPIDER slices {files[0].name} ..."
+    rng = np.random.RandomState(0)
+    data = (rng.rand(SLICES, ROWS, COLS) * 200).astype(np.int16)
+    data[:, 100:540, 200:300] += 600
+    write_volume(Volume(data, affine_from_spacing(SPACING, "RIP")), path)
+    return "synthetic"
+
+
+def make_model(path: Path) -> Path:
+    from lumbarseg.inference.predict import default_model_path
+
+    try:
+        return default_model_path()
+    except Exception:  # not shipped yet: a freshly initialised default-config network
+        pass
+    from lumbarseg.engines.base import get_engine
+    from lumbarseg.labels import DEFAULT_COLORS
+    from lumbarseg.model.metadata import ModelMetadata, embed
+    from lumbarseg.networks.unet import UNetSpec
+
+    spec = UNetSpec(depth=4, base_filters=16)
+    get_engine("torch")(spec).export_onnx(path)
+    classes = ["background", "vertebra", "disc", "canal"]
+    embed(path, ModelMetadata(classes=classes, colors=[list(DEFAULT_COLORS[c]) for c in classes],
+                              architecture=spec.to_dict(), spacing=list(SPACING[1:]), input_size=[256, 256],
+                              label_values=[0, 76, 29, 150], engine="torch"))
+    return path
+
+
+def conv_flops(model_path: Path, rows: int = ROWS, cols: int = COLS) -> float:
+    """Multiply-adds x 2 of every Conv for one (1, C, rows, cols) slice, from shape inference."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.load(str(model_path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, (1, dims[1].dim_value or 1, rows, cols)):
+        dim.Clear()
+        dim.dim_value = value
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    weights = {init.name: numpy_helper.to_array(init).shape for init in model.graph.initializer}
+    total = 0.0
+    for node in inferred.graph.node:
+        if node.op_type == "Conv" and node.output[0] in shapes:
+            cout, cin_per_group, kh, kw = weights[node.input[1]]
+            _, _, h, w = shapes[node.output[0]]
+            total += 2.0 * cout * h * w * cin_per_group * kh * kw
+    return total
+
+
+def gemm_flops() -> float:
+    """float32 matmul FLOP/s with 2 BLAS threads (best of 5, n = 2048), in a fresh process."""
+    code = ("import numpy as np, time\nn=2048\na=np.random.rand(n,n).astype(np.float32)\nb=a.copy()\na@b\n"
+            "best=min((lambda t: (a@b, time.perf_counter()-t)[1])(time.perf_counter()) for _ in range(5))\n"
+            "print(2*n**3/best)")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def run_cli(args: List[str]) -> Dict[str, float]:
+    """Wall time and peak RSS of one `lumbarseg predict` process."""
+    start = time.perf_counter()
+    code = ("import resource, sys\nfrom lumbarseg.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+    rss_kb = float(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS")))
+    return {"wall_s": wall, "peak_rss_mb": rss_kb / 1024}
+
+
+def main() -> Optional[Dict[str, float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        source = make_volume(tmp_path / "case.nii.gz")
+        model = make_model(tmp_path / "model.onnx")
+        flops = conv_flops(model)
+        gemm = gemm_flops()
+        base = ["predict", "-i", str(tmp_path / "case.nii.gz"), "--model", str(model), "--threads", str(THREADS)]
+        run_cli([*base, "-o", str(tmp_path / "warm.nii.gz")])  # page cache, import caches
+        runs = [run_cli([*base, "-o", str(tmp_path / f"run{i}.nii.gz")]) for i in range(3)]
+        best = min(runs, key=lambda r: r["wall_s"])
+        slices_flops = flops * SLICES
+        print(f"input: {source}, {SLICES} x {ROWS} x {COLS}; model: {model.name}; {THREADS} threads")
+        print(f"predict wall time (CLI, end to end, best of 3): {best['wall_s']:.2f} s   (target < 1 s)")
+        print(f"peak RSS: {best['peak_rss_mb']:.0f} MB   (target < 1536 MB)")
+        print(f"network: {flops / 1e9:.2f} GFLOP per slice, {slices_flops / 1e9:.1f} GFLOP per volume")
+        print(f"GEMM float32 ({THREADS} threads): {gemm / 1e9:.1f} GFLOP/s -> compute bound "
+              f">= {slices_flops / gemm:.2f} s for the convolutions alone")
+        print(f"achieved: {slices_flops / best['wall_s'] / 1e9:.1f} GFLOP/s end to end "
+              f"({100 * slices_flops / best['wall_s'] / gemm:.0f}% of GEMM peak)")
+        result = {**best, "gflop_per_slice": flops / 1e9, "gemm_gflops": gemm / 1e9}
+        try:
+            import pyeddl  # noqa: F401
+        except ImportError:
+            print("EDDL runtime: pyeddl not installed (ratio not measured)")
+        else:
+            try:
+                eddl = run_cli([*base, "--runtime", "eddl", "-o", str(tmp_path / "eddl.nii.gz")])
+                print(f"EDDL-CPU runtime: {eddl['wall_s']:.2f} s = {eddl['wall_s'] / best['wall_s']:.1f}x onnxruntime, "
+                      f"peak RSS {eddl['peak_rss_mb']:.0f} MB")
+                result["eddl_ratio"] = eddl["wall_s"] / best["wall_s"]
+            except RuntimeError as exc:
+                print(f"EDDL runtime failed: {exc}")
+        return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""What a prediction leaves on disk: the mask in the input's format, probabilities, overlay, measurements.
+
+Every file is written atomically. The mask keeps the input's grid and geometry: NIfTI keeps the
+input's header and affine, MetaImage its geometry, a DICOM series becomes NIfTI with the series'
+geometry, a PNG stack becomes a folder of label PNGs named like the input slices.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from lumbarseg.inference.overlay import overlay_png
+from lumbarseg.inference.predict import Prediction
+from lumbarseg.io.atomic import atomic_path, write_text
+from lumbarseg.io.readers import write_png_stack, write_volume
+from lumbarseg.io.volume import reorient
+
+PathLike = Union[str, Path]
+MEASUREMENT_FIELDS = ["case", "class", "label", "voxels", "volume_ml", "slices", "slice_coverage",
+                      "first_slice", "last_slice"]
+
+
+def mask_suffix(input_format: str, input_path: PathLike) -> str:
+    """The mask's file suffix for an input format ('' = a folder of PNG slices)."""
+    if input_format == "png":
+        return ""
+    if input_format == "metaimage":
+        return ".mha"
+    return ".nii" if str(input_path).lower().endswith(".nii") else ".nii.gz"
+
+
+def write_mask(prediction: Prediction, path: PathLike, overwrite: bool = False) -> None:
+    """Write the mask volume; a path without a volume suffix becomes a PNG slice folder."""
+    path = Path(path)
+    mask = prediction.mask
+    if prediction.image.header.get("format") == "png" and not path.name.lower().endswith((".nii", ".nii.gz", ".mha")):
+        names = prediction.image.header.get("files")
+        write_png_stack(mask, path, names=names, overwrite=overwrite)
+        return
+    if mask.header.get("format") != "nifti":  # DICOM/MetaImage/PNG header extras do not belong in a NIfTI
+        mask = type(mask)(mask.array, mask.affine, mask.source, {})
+    write_volume(mask, path)
+
+
+def write_probabilities(prediction: Prediction, path: PathLike) -> None:
+    """Probabilities as a 4D float32 NIfTI (x, y, z, class) on the input's affine."""
+    import nibabel as nib
+
+    if prediction.probabilities is None:
+        raise ValueError("the prediction was made without probabilities")
+    data = np.moveaxis(prediction.probabilities, 0, -1).astype(np.float32)
+    image = nib.Nifti1Image(data, prediction.mask.affine)
+    image.header["descrip"] = ("lumbarseg p: " + ",".join(prediction.classes)).encode()[:79]
+    image.header.set_intent("vector", (), name="classes")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+
+
+def measure(prediction: Prediction, case: str = "") -> List[Dict[str, Any]]:
+    """Per foreground class: voxels, volume in mL, and sagittal slice coverage (canonical slice indices)."""
+    canonical, _ = reorient(prediction.mask, prediction.metadata.orientation)
+    voxel_ml = float(np.prod(prediction.mask.spacing)) / 1000.0
+    slices_total = canonical.shape[0]
+    rows = []
+    for index, (name, value) in enumerate(zip(prediction.classes, prediction.metadata.label_values)):
+        if index == 0:
+            continue
+        binary = canonical.array == value
+        voxels = int(binary.sum())
+        present = np.flatnonzero(binary.reshape(slices_total, -1).any(axis=1))
+        rows.append({
+            "case": case, "class": name, "label": int(value), "voxels": voxels,
+            "volume_ml": round(voxels * voxel_ml, 4), "slices": int(present.size),
+            "slice_coverage": round(present.size / slices_total, 4),
+            "first_slice": int(present[0]) if present.size else None,
+            "last_slice": int(present[-1]) if present.size else None,
+        })
+    return rows
+
+
+def write_measurements(rows: Sequence[Dict[str, Any]], stem: PathLike, info: Optional[Dict[str, Any]] = None) -> None:
+    """``STEM.json`` ({case: {class: measures}} plus run info) and ``STEM.csv`` (one row per case and class)."""
+    stem = Path(stem)
+    by_case: Dict[str, Dict[str, Any]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], {})[row["class"]] = {k: v for k, v in row.items() if k not in ("case", "class")}
+    document = {"units": {"volume_ml": "mL", "slice_coverage": "fraction of sagittal slices"},
+                "cases": by_case, **({"info": info} if info else {})}
+    write_text(stem.with_name(stem.name + ".json"), json.dumps(document, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MEASUREMENT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in MEASUREMENT_FIELDS})
+    write_text(stem.with_name(stem.name + ".csv"), buffer.getvalue())
+
+
+def write_overlay(prediction: Prediction, path: PathLike, title: str = "") -> None:
+    """The overlay mosaic of the prediction on its image (canonical orientation, physical aspect)."""
+    orientation = prediction.metadata.orientation
+    image, _ = reorient(prediction.image, orientation)
+    indices = prediction.mask.with_array(prediction.class_indices())
+    mask, _ = reorient(indices, orientation)
+    overlay_png(path, image.array, mask.array, prediction.metadata.label_map, image.spacing[1:], title=title)

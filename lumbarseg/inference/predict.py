@@ -1,0 +1,220 @@
+"""Predict: a volume in, a label volume out in the input's own grid and geometry.
+
+One object (:class:`Predictor`) holds the loaded model; :func:`predict` is the one-call form that
+both ``lumbarseg predict`` and ``lumbarseg.predict(...)`` use. The steps, each undone in reverse:
+
+read -> reorient to the model's orientation (RIP: ``array[k]`` is a sagittal slice) -> normalise
+intensities per volume -> resample each slice in-plane to the model's spacing -> pad to a
+multiple of ``2**depth`` -> infer in batches (optionally with flips) -> crop -> resample the
+class probabilities back to the slice's size (linear) -> argmax -> post-process -> label values
+-> undo the reorientation. Only permutations/flips touch the slice axis, so no voxel moves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from lumbarseg.errors import LumbarsegError
+from lumbarseg.inference.cases import Case
+from lumbarseg.inference.postprocess import ComponentRule, postprocess
+from lumbarseg.inference.runtimes import Runtime, load_runtime
+from lumbarseg.io.intensity import normalize
+from lumbarseg.io.readers import read_volume
+from lumbarseg.io.volume import CANONICAL, Volume, affine_from_spacing, reorient
+from lumbarseg.model import metadata as model_metadata
+from lumbarseg.model.metadata import ModelMetadata
+
+PathLike = Union[str, Path]
+
+DEFAULT_MODEL_NAME = "lumbarseg-spine-t2.onnx"
+# In-plane flips for test-time augmentation: "ap" mirrors anterior-posterior (image columns, ECVL's
+# AugMirror), "si" flips superior-inferior (rows, AugFlip). A left-right flip is a no-op for a 2D
+# sagittal model. ``tta=True`` means "ap" only: a mirrored sagittal slice is still a plausible spine
+# facing the other way; an upside-down one is not, unless the model was trained with AugFlip.
+FLIP_AXES = {"ap": 3, "si": 2}
+DEFAULT_TTA = ("ap",)
+
+
+def default_model_path() -> Path:
+    """The shipped model: ``models/`` of the source tree, or ``lumbarseg/resources/`` when installed."""
+    package = Path(__file__).resolve().parents[1]
+    candidates = [package.parent / "models" / DEFAULT_MODEL_NAME, package / "resources" / DEFAULT_MODEL_NAME]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise LumbarsegError(f"models/{DEFAULT_MODEL_NAME}", "the default model is not installed; pass --model M.onnx")
+
+
+@dataclass
+class Prediction:
+    """A predicted label volume in the input's grid, with what produced it.
+
+    ``mask`` holds the model's label values (``metadata.label_values``); ``probabilities`` (when
+    asked for) is float32 (C, *mask.shape) in the same grid; ``image`` is the input volume.
+    """
+
+    mask: Volume
+    metadata: ModelMetadata
+    image: Volume
+    probabilities: Optional[np.ndarray] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> List[str]:
+        return list(self.metadata.classes)
+
+    def class_indices(self) -> np.ndarray:
+        """The mask as class indices (0 = background) instead of label values."""
+        lut = {value: index for index, value in enumerate(self.metadata.label_values)}
+        out = np.zeros(self.mask.shape, dtype=np.uint8)
+        for value, index in lut.items():
+            out[self.mask.array == value] = index
+        return out
+
+
+def tta_axes(tta: Union[bool, Sequence[str], None]) -> Tuple[str, ...]:
+    """Normalise the ``tta`` argument: False/None -> no flips, True -> the default, or a list of names."""
+    if not tta:
+        return ()
+    axes = DEFAULT_TTA if tta is True else tuple(str(a) for a in tta)  # type: ignore[union-attr]
+    unknown = [a for a in axes if a not in FLIP_AXES]
+    if unknown:
+        raise LumbarsegError("--tta", f"unknown flip axes {unknown} (choose from {', '.join(FLIP_AXES)})")
+    return axes
+
+
+def _flip_sets(axes: Sequence[str]) -> List[Tuple[int, ...]]:
+    """Identity plus every combination of the chosen flips (as numpy axes of an N, C, H, W batch)."""
+    sets: List[Tuple[int, ...]] = [()]
+    for name in axes:
+        sets += [s + (FLIP_AXES[name],) for s in sets]
+    return sets
+
+
+def _resize_stack(stack: np.ndarray, rows: int, cols: int, interpolation: int) -> np.ndarray:
+    """Resize every 2D plane of ``stack`` (..., H, W) to (rows, cols)."""
+    if stack.shape[-2:] == (rows, cols):
+        return stack
+    flat = stack.reshape(-1, *stack.shape[-2:])
+    out = np.empty((flat.shape[0], rows, cols), dtype=stack.dtype)
+    for i, plane in enumerate(flat):
+        out[i] = cv2.resize(plane, (cols, rows), interpolation=interpolation)
+    return out.reshape(*stack.shape[:-2], rows, cols)
+
+
+def _argmax_classes(probs: np.ndarray) -> np.ndarray:
+    """``argmax`` over the (few) classes of axis 0 as uint8; ties go to the lower index like numpy's."""
+    best = probs[0].copy()
+    indices = np.zeros(probs.shape[1:], dtype=np.uint8)
+    for index in range(1, probs.shape[0]):
+        higher = probs[index] > best
+        indices[higher] = index
+        np.maximum(best, probs[index], out=best)
+    return indices
+
+
+class Predictor:
+    """A model loaded once, applied to many volumes (the CLI's batch mode uses one)."""
+
+    def __init__(self, model: Optional[PathLike] = None, runtime: str = "onnxruntime", device: str = "cpu",
+                 tta: Union[bool, Sequence[str]] = False, postprocess: Union[bool, Mapping[str, ComponentRule]] = True,
+                 batch_size: int = 2, threads: Optional[int] = None) -> None:
+        self.model_path = Path(model) if model is not None else default_model_path()
+        try:
+            self.metadata = model_metadata.read(self.model_path)
+        except LumbarsegError as exc:  # metadata validation names "model metadata": name the file instead
+            if exc.source == str(self.model_path):
+                raise
+            raise LumbarsegError(self.model_path, f"{exc.source}: {exc.problem}") from None
+        self.runtime: Runtime = load_runtime(runtime, self.model_path, self.metadata, device, threads)
+        self.runtime_name = runtime
+        self.tta = tta_axes(tta)
+        self.postprocess = postprocess
+        if batch_size < 1:
+            raise LumbarsegError("--batch-size", f"must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    def read(self, source: Union[PathLike, Case], spacing: Optional[Sequence[float]] = None) -> Volume:
+        """Read an input; PNG slices without ``spacing`` are taken to have the model's in-plane spacing."""
+        volume = source.read(spacing) if isinstance(source, Case) else read_volume(source, spacing=spacing)
+        if volume.header.get("geometry") == "unknown" and spacing is None:
+            slice_mm = float(self.metadata.training_data.get("slice_spacing", 1.0))
+            affine = affine_from_spacing((slice_mm, *self.metadata.spacing), CANONICAL)  # type: ignore[arg-type]
+            volume = Volume(volume.array, affine, volume.source, {**volume.header, "spacing": "assumed"})
+        return volume
+
+    def __call__(self, image: Union[Volume, Case, PathLike], probabilities: bool = False,
+                 spacing: Optional[Sequence[float]] = None, progress: Optional[Any] = None) -> Prediction:
+        """Segment one volume (or read it first from a path or case)."""
+        volume = image if isinstance(image, Volume) else self.read(image, spacing)
+        meta = self.metadata
+        canonical, undo = reorient(volume, meta.orientation)
+        data = normalize(canonical.array, meta.normalization)
+        probs = self._infer_volume(data, canonical.spacing[1:], progress)  # (C, S, rows, cols), canonical grid
+        indices = _argmax_classes(probs)
+        if self.postprocess:
+            rules = self.postprocess if isinstance(self.postprocess, Mapping) else None
+            indices = postprocess(indices, meta.classes, rules)
+        values = np.asarray(meta.label_values)
+        dtype = np.uint8 if values.max() <= 255 and values.min() >= 0 else np.int16
+        mask = values.astype(dtype)[indices]
+        mask_volume = Volume(np.ascontiguousarray(undo.undo(mask)), volume.affine, volume.source, volume.header)
+        prob_out = None
+        if probabilities:
+            prob_out = np.ascontiguousarray(np.moveaxis(undo.undo(np.moveaxis(probs, 0, -1)), -1, 0))
+        info = {"model": str(self.model_path), "runtime": self.runtime_name, "tta": list(self.tta),
+                "postprocess": bool(self.postprocess), "input_orientation": volume.orientation,
+                "input_spacing": [round(s, 6) for s in volume.spacing],
+                "geometry": volume.header.get("geometry", "known")}
+        return Prediction(mask_volume, meta, volume, prob_out, info)
+
+    def _infer_volume(self, data: np.ndarray, spacing: Sequence[float], progress: Optional[Any]) -> np.ndarray:
+        """Probabilities (C, S, H, W) for normalised canonical slices ``data`` (S, H, W) of ``spacing`` (row, col)."""
+        meta = self.metadata
+        slices, rows, cols = data.shape
+        target_rows = max(1, int(round(rows * spacing[0] / meta.spacing[0])))
+        target_cols = max(1, int(round(cols * spacing[1] / meta.spacing[1])))
+        resized = _resize_stack(data, target_rows, target_cols, cv2.INTER_LINEAR)
+        divisor = meta.spec.divisor
+        pad_rows, pad_cols = (-target_rows) % divisor, (-target_cols) % divisor
+        out = np.empty((len(meta.classes), slices, rows, cols), dtype=np.float32)
+        for start in range(0, slices, self.batch_size):
+            batch = resized[start:start + self.batch_size]
+            batch = np.pad(batch, ((0, 0), (0, pad_rows), (0, pad_cols)))[:, None].astype(np.float32)
+            probs = self._infer_batch(batch)[:, :, :target_rows, :target_cols]  # (n, C, h, w)
+            probs = _resize_stack(np.ascontiguousarray(probs), rows, cols, cv2.INTER_LINEAR)
+            out[:, start:start + len(batch)] = np.moveaxis(probs, 1, 0)
+            if progress is not None:
+                progress.update(len(batch))
+        return out
+
+    def _infer_batch(self, batch: np.ndarray) -> np.ndarray:
+        flips = _flip_sets(self.tta)
+        total = None
+        for axes in flips:
+            x = np.flip(batch, axis=axes) if axes else batch
+            probs = self.runtime(x)
+            probs = np.flip(probs, axis=axes) if axes else probs
+            total = probs if total is None else total + probs
+        return total / len(flips) if len(flips) > 1 else total  # type: ignore[operator, return-value]
+
+
+def predict(input: Union[PathLike, Volume, Case], model: Optional[PathLike] = None, runtime: str = "onnxruntime",
+            device: str = "cpu", tta: Union[bool, Sequence[str]] = False,
+            postprocess: Union[bool, Mapping[str, ComponentRule]] = True, batch_size: int = 2,
+            probabilities: bool = False, spacing: Optional[Sequence[float]] = None,
+            threads: Optional[int] = None) -> Prediction:
+    """Segment one volume (a path of any supported format, or a :class:`Volume`).
+
+    ``model`` defaults to the shipped ``models/lumbarseg-spine-t2.onnx``. ``tta`` is False, True
+    (anterior-posterior mirror) or a list of flips from ``("ap", "si")``. ``postprocess`` is True
+    (per-class defaults of :mod:`lumbarseg.inference.postprocess`), False, or ``{class: ComponentRule}``.
+    ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry.
+    """
+    predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)
+    return predictor(input, probabilities=probabilities, spacing=spacing)
+

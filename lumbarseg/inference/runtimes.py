@@ -1,0 +1,93 @@
+"""Runtimes that execute a lumbarseg ONNX model: onnxruntime (default), or an engine loading the ONNX.
+
+Every runtime maps float32 images (N, C_in, H, W) to class probabilities (N, C, H, W).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from lumbarseg.engines.base import Device, get_engine, parse_device
+from lumbarseg.errors import LumbarsegError
+from lumbarseg.model.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+
+RUNTIMES = ("onnxruntime", "torch", "eddl")
+
+
+class Runtime:
+    """A loaded model: ``predict(images) -> probabilities``."""
+
+    def __init__(self, path: Path, metadata: ModelMetadata) -> None:
+        self.path = path
+        self.metadata = metadata
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        probabilities = np.asarray(self.predict(np.ascontiguousarray(images, dtype=np.float32)), dtype=np.float32)
+        expected = (images.shape[0], len(self.metadata.classes), *images.shape[2:])
+        if probabilities.shape != expected:
+            raise LumbarsegError(self.path, f"model output has shape {probabilities.shape}, expected {expected}")
+        return probabilities
+
+
+class OnnxRuntime(Runtime):
+    """onnxruntime; the CUDA execution provider for ``cuda`` devices."""
+
+    def __init__(self, path: Path, metadata: ModelMetadata, device: Device, threads: Optional[int] = None) -> None:
+        super().__init__(path, metadata)
+        import onnxruntime as ort
+
+        if device.kind == "fpga":
+            raise LumbarsegError("--device", "fpga runs through the EDDL runtime (--runtime eddl)")
+        providers = ["CPUExecutionProvider"]
+        if device.kind == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise LumbarsegError("--device", "this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.ids[0] if device.ids else 0}))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise LumbarsegError(path, f"onnxruntime cannot load the model ({detail})") from None
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
+            raise LumbarsegError(path, f"graph must map '{INPUT_NAME}' -> '{OUTPUT_NAME}', has {inputs} -> {outputs}")
+        channels = self.session.get_outputs()[outputs.index(OUTPUT_NAME)].shape[1]
+        if isinstance(channels, int) and channels != len(metadata.classes):
+            raise LumbarsegError(path, f"graph outputs {channels} classes, metadata names {len(metadata.classes)}")
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+class EngineRuntime(Runtime):
+    """A lumbarseg engine (``torch`` or ``eddl``) whose weights are imported from the ONNX file."""
+
+    def __init__(self, name: str, path: Path, metadata: ModelMetadata, device: Device,
+                 threads: Optional[int] = None) -> None:
+        super().__init__(path, metadata)
+        self.engine = get_engine(name).from_onnx(path, metadata.spec, device=device, threads=threads)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.engine.predict(images)
+
+
+def load_runtime(name: str, path: Path, metadata: ModelMetadata, device: str = "cpu",
+                 threads: Optional[int] = None) -> Runtime:
+    """The runtime ``name`` with the model at ``path`` loaded on ``device``."""
+    parsed = parse_device(device)
+    if name == "onnxruntime":
+        return OnnxRuntime(path, metadata, parsed, threads)
+    if name in RUNTIMES:
+        return EngineRuntime(name, path, metadata, parsed, threads)
+    raise LumbarsegError("--runtime", f"unknown runtime {name!r} (choose from {', '.join(RUNTIMES)})")
