@@ -7,7 +7,7 @@ STAMP := .make-installed
 # vermin has no __main__: `python -m vermin` fails, so call its entry point with this interpreter.
 VERMIN := $(PYTHON) -c 'import sys, vermin; sys.exit(vermin.main())'
 
-.PHONY: install test lint demo bench clean test-py38 docker-cpu docker-cuda docker-run-cpu docker-run-cuda
+.PHONY: install test lint py38-check demo model bench clean test-py38 docker-cpu docker-cuda docker-run-cpu docker-run-cuda
 
 $(STAMP): setup.py
 	$(PIP) install -q $(TORCH_PIN)
@@ -20,13 +20,34 @@ lint: install
 	$(PYTHON) -m ruff check lumbarseg tests benchmarks setup.py
 	$(VERMIN) --no-tips --violations -t=3.8- --backport dataclasses --eval-annotations lumbarseg setup.py
 
-test: lint
+# The 3.8 import run comes before the suite so that pytest's closing line is the whole suite's.
+test: lint py38-check
 	$(PYTHON) -m pytest tests
 
+py38-check:
+	@if command -v $(PYTHON38) >/dev/null 2>&1; then $(MAKE) --no-print-directory test-py38; \
+	else echo "no Python 3.8 found: vermin checked 3.8 compatibility; skipping the 3.8 import run"; fi
+
+# The shipped model and the demo sample (patient 161 of SPIDER, a test patient of the model).
+MODEL := models/lumbarseg-spine-t2.onnx
+SAMPLE := datasets/sample/spider161_t2
+SPIDER ?= ../shared/data/spider-t2space-png
+RUN ?= build/runs/unet_spider
+
 demo: install
-	$(PYTHON) -m lumbarseg dataset from-slices datasets/sample/images datasets/sample/masks \
-		--label-map spider-png -o build/demo/sample.yml --overwrite
-	$(PYTHON) -m lumbarseg dataset check build/demo/sample.yml
+	$(PYTHON) -m lumbarseg predict -i $(SAMPLE).nii.gz -o build/demo/spider161_seg.nii.gz --overlay --overwrite
+	$(PYTHON) -m lumbarseg evaluate --pred build/demo/spider161_seg.nii.gz --gt $(SAMPLE)_labels.nii.gz \
+		--label-map spider-png --pred-label-map lumbarseg --images $(SAMPLE).nii.gz -o build/demo/report --overwrite
+	@echo "demo outputs: build/demo/ (mask, overlay PNG, volumes CSV/JSON) and build/demo/report/"
+
+# Reproduce the shipped model from the SPIDER PNG export: dataset, training, export, test-split report.
+model: install
+	$(PYTHON) -m lumbarseg dataset from-slices $(SPIDER)/images $(SPIDER)/masks --label-map spider-png \
+		--spacing 0.47,0.47,0.9 --split 0.8,0.1,0.1 --seed 0 -o build/spider/spider.yml --overwrite
+	$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config configs/unet_spider.yml --out $(RUN)
+	$(PYTHON) -m lumbarseg export $(RUN) -o $(MODEL)
+	$(PYTHON) -m lumbarseg evaluate --dataset build/spider/spider.yml --split test --model $(MODEL) \
+		-o $(RUN)/test-report --overwrite
 
 bench: install
 	$(PYTHON) benchmarks/run.py

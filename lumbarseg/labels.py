@@ -38,6 +38,8 @@ _FALLBACK_PALETTE = [(44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 1
 BUILTIN_LABEL_MAPS: Dict[str, Dict[str, List[RawSpec]]] = {
     "spider-png": {"vertebra": [76], "disc": [29], "canal": [150]},
     "spider": {"vertebra": ["1-25", "101-125"], "disc": ["201-225"], "canal": [100]},
+    # The class indices that lumbarseg's shipped model writes into its masks.
+    "lumbarseg": {"vertebra": [1], "disc": [2], "canal": [3]},
 }
 
 

@@ -1,7 +1,6 @@
 """`lumbarseg train` and `lumbarseg export` from the command line: runs, kill -9 + resume, bad input."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -117,11 +116,15 @@ def test_bad_options_are_one_line_and_write_nothing(dataset, tmp_path, capsys, a
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyeddl") is not None, reason="pyeddl is installed here")
-def test_eddl_engine_without_pyeddl_is_a_clear_error(dataset, tmp_path, capsys):
+def test_eddl_engine_without_pyeddl_is_a_clear_error(dataset, tmp_path, capsys, monkeypatch):
+    # Where pyeddl is installed, hide it (and any already-imported EDDL engine) as on a machine without it.
+    for name in ("pyeddl", "pyeddl.eddl", "pyeddl.tensor", "pyecvl"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "lumbarseg.engines.eddl_engine", raising=False)
     code = main(["train", "--dataset", str(dataset), "--config", str(TINY_CONFIG), "--out", str(tmp_path / "run"),
                  "--engine", "eddl"])
-    assert "engine eddl" in one_error_line(capsys, code)
+    line = one_error_line(capsys, code)
+    assert "engine eddl: pyeddl is not installed" in line and "pip install 'lumbarseg[eddl]'" in line
     assert not (tmp_path / "run").exists()
 
 

@@ -145,6 +145,19 @@ def test_dldataset_source_matches_the_portable_loader(tmp_path):
     assert y.shape == (2, 32, 32) and set(np.unique(y)) <= {0, 1, 2, 3}
 
 
+
+def test_dldataset_source_trains_on_crops_and_validates_whole_slices(tmp_path):
+    pytest.importorskip("pyecvl.ecvl", reason="pyecvl not installed")
+    from lumbarseg.data.deephealth_yaml import load_dataset
+
+    ds = load_dataset(make_dataset(tmp_path / "data", n_train=4, n_val=2))
+    crop = 'AugRandomCrop size=(16,24) border_type="constant" border_value=0'  # (width, height)
+    source = EddlEngine.batch_source(ds, tiny_config(batch_size=2, **{"augmentation.training": crop}))
+    x, y = next(iter(source.batches("training", 0)))
+    assert x.shape == (2, 1, 24, 16) and y.shape == (2, 24, 16)
+    x, y = next(iter(source.batches("validation", 0)))
+    assert x.shape == (2, 1, 32, 32) and y.shape == (2, 32, 32)
+
 def test_cli_trains_one_epoch_with_eddl(tmp_path, capsys):
     from lumbarseg.cli import main
     from lumbarseg.model import metadata

@@ -736,9 +736,13 @@ class DLDatasetSource:
                                            sized_augmentation(config, "validation"), None)
         # one DLDataset per split: ECVL 1.0.3's SetBatchSize refuses a batch as large as the split
         self.loaders = {split: self._open(dataset, size, augs) for split, size in self.sizes.items()}
-        first = self.loaders["training"]
-        self.shape = [int(d) for d in first.resize_dims_]  # (H, W) after the augmentation
-        self.channels = int(first.n_channels_)
+        # ECVL sizes its tensors (resize_dims_) from the training split's augmentation; validation may differ
+        # (training on crops), so each split's (H, W) is its first slice's after its own augmentation, run by the
+        # portable loader, and each DLDataset is told its split's size.
+        self.shapes = {split: self._output_shape(dataset, config, split) for split in self.sizes}
+        for split, loader in self.loaders.items():
+            loader.resize_dims_ = self.shapes[split]
+        self.channels = int(self.loaders["training"].n_channels_)
 
     def _open(self, dataset: Any, batch_size: int, augs: Any) -> Any:
         ecvl = self.ecvl
@@ -746,6 +750,15 @@ class DLDatasetSource:
             return ecvl.DLDataset(str(dataset.source), batch_size, augs, ecvl.ColorType.GRAY, ecvl.ColorType.GRAY)
         except RuntimeError as exc:
             raise LumbarsegError(dataset.where, f"pyecvl's DLDataset could not read it ({exc})") from None
+
+    @staticmethod
+    def _output_shape(dataset: Any, config: Any, split: str) -> List[int]:
+        from lumbarseg.data.loader import SliceLoader
+        from lumbarseg.training.trainer import sized_augmentation
+
+        loader = SliceLoader(dataset, split, 1, sized_augmentation(config, split), shuffle=False, workers=0)
+        image, _ = loader.load_sample(0, 0)
+        return [int(d) for d in image.shape[-2:]]
 
     def num_batches(self, split: str) -> int:
         return self.counts[split] // self.sizes[split]
@@ -759,8 +772,8 @@ class DLDatasetSource:
         loader = self.loaders[split]
         loader.SetSplit(kind)
         loader.ResetBatch(kind, split == "training")
-        x = Tensor([size, self.channels] + self.shape)
-        y = Tensor([size, 1] + self.shape)
+        x = Tensor([size, self.channels] + self.shapes[split])
+        y = Tensor([size, 1] + self.shapes[split])
         for _ in range(self.num_batches(split)):
             loader.LoadBatch(x, y)
             images = np.array(x.getdata(), dtype=np.float32)
