@@ -1,8 +1,6 @@
 """`lumbarseg dataset from-slices | from-volumes | check` from the command line."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
