@@ -17,7 +17,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 lint: install
-	$(PYTHON) -m ruff check lumbarseg tests benchmarks setup.py
+	$(PYTHON) -m ruff check lumbarseg tests benchmarks datasets setup.py
 	$(VERMIN) --no-tips --violations -t=3.8- --backport dataclasses --eval-annotations lumbarseg setup.py
 
 # The 3.8 import run comes before the suite so that pytest's closing line is the whole suite's.

@@ -29,4 +29,5 @@ def main(spider_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parents[2] / "shared/data/spider-t2space-png"))
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "spider-t2space-png"
+    main(sys.argv[1] if len(sys.argv) > 1 else str(default))
