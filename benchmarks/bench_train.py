@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -110,6 +110,16 @@ def _toolkit_loop(dataset: Path, config, steps: int, device: str) -> float:
     return elapsed * steps / done
 
 
+def _training_batch_size(dataset: Path, config) -> Tuple[int, int]:
+    """(rows, cols) of the toolkit's training batches once the config's augmentation has run."""
+    from lumbarseg.data.deephealth_yaml import load_dataset
+    from lumbarseg.training.trainer import SliceLoaderSource
+
+    ds = load_dataset(dataset)
+    images, _ = next(iter(SliceLoaderSource(ds, config.with_classes(ds.classes, str(dataset))).batches("training", 0)))
+    return int(images.shape[2]), int(images.shape[3])
+
+
 def _status_mib(key: str) -> float:
     """A /proc/self/status memory figure (Linux); ru_maxrss elsewhere."""
     try:
@@ -182,11 +192,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dataset = _dataset(Path(tmp), rows, cols, count=config.batch_size * args.steps + 1)  # one epoch
         spec = config.with_classes(["background", "vertebra", "disc", "canal"], "bench").spec()
+        # The bare loop trains on batches of the size the toolkit's augmentation yields (e.g. random crops).
+        crop_rows, crop_cols = _training_batch_size(dataset, config)
+        print(f"training batches after augmentation: {config.batch_size} x {crop_rows}x{crop_cols}")
         # Bare, toolkit, bare: half the bare steps either side, so drifting load on a shared machine hits both.
         half = max(args.steps // 2, 1)
-        bare = _bare_loop(spec, config.batch_size, rows, cols, half, args.device) / half
+        bare = _bare_loop(spec, config.batch_size, crop_rows, crop_cols, half, args.device) / half
         toolkit = _toolkit_loop(dataset, config, args.steps, args.device)
-        bare = (bare + _bare_loop(spec, config.batch_size, rows, cols, half, args.device) / half) / 2 * args.steps
+        bare = (bare + _bare_loop(spec, config.batch_size, crop_rows, crop_cols, half, args.device) / half) / 2
+        bare *= args.steps
     slices = args.steps * config.batch_size
     print(f"bare PyTorch loop : {slices / bare:8.2f} slices/s ({bare / args.steps:.3f} s/step)")
     print(f"lumbarseg loop    : {slices / toolkit:8.2f} slices/s ({toolkit / args.steps:.3f} s/step)")

@@ -1,7 +1,10 @@
-"""`make bench`: run every benchmarks/bench_*.py script's main() in turn and print its figures."""
+"""`make bench`: run every benchmarks/bench_*.py script (or those named) in its own process.
+
+One process each, so that a script's peak-memory figures are its own.
+"""
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,15 +12,16 @@ from pathlib import Path
 def main() -> int:
     here = Path(__file__).resolve().parent
     only = set(sys.argv[1:])
+    failed = []
     for script in sorted(here.glob("bench_*.py")):
         if only and script.stem not in only:
             continue
         print(f"\n=== {script.stem} ===", flush=True)
-        spec = importlib.util.spec_from_file_location(script.stem, script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        module.main()
-    return 0
+        if subprocess.run([sys.executable, str(script)]).returncode != 0:
+            failed.append(script.stem)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
