@@ -73,7 +73,7 @@ def test_from_slices_bad_input(tmp_path, capsys, damage, folder, expected):
 @pytest.mark.parametrize("option, value, expected", [
     ("--split", "0.8,x", "--split: '0.8,x' is not a list of numbers"),
     ("--spacing", "0.5", "--spacing: need ROW,COL[,SLICE]"),
-    ("--label-map", "nonesuch", "nonesuch: no such label-map file (built-in names: spider, spider-png)"),
+    ("--label-map", "nonesuch", "nonesuch: no such label-map file (built-in names: lumbarseg, spider, spider-png)"),
     ("--test-patients", "99", "test patients: patient '99' is not in the dataset"),
     ("--pattern", "(?P<id>\\d+)", "needs a named group (?P<patient>...)"),
 ])

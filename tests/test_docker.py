@@ -130,7 +130,9 @@ def test_makefile_targets_build_each_image() -> None:
     if make is None:
         pytest.skip("make not installed")
     for target, dockerfile in (("docker-cpu", "docker/Dockerfile.cpu"), ("docker-cuda", "docker/Dockerfile.cuda")):
-        out = subprocess.run([make, "-n", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        # --no-print-directory: under an outer make (`make test`) make[1] would print 'Entering directory' lines
+        out = subprocess.run([make, "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
         assert f"build -f {dockerfile}" in out and out.rstrip().endswith(" ."), out
 
 
