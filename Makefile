@@ -71,6 +71,8 @@ $(VENV38)/.installed: docker/requirements-py38.txt
 test-py38: $(VENV38)/.installed
 	$(VENV38)/bin/python -m pip install -q --no-deps --force-reinstall .
 	$(VENV38)/bin/lumbarseg --help > /dev/null
+	@# the installed package, its bundled model, outside the checkout: segment the sample under Python 3.8
+	cd build && ../$(VENV38)/bin/lumbarseg predict -i ../$(SAMPLE).nii.gz -o py38-demo/seg.nii.gz --overwrite
 	$(VENV38)/bin/python -m pytest -q -p no:cacheprovider $(PY38_TESTS)
 
 # --- Docker images on the DeepHealth stack (docker/; see the README's Docker section).
