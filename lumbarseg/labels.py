@@ -105,7 +105,7 @@ class LabelMap:
 
     @classmethod
     def load(cls, name_or_path: Union[str, Path]) -> LabelMap:
-        """A built-in label map by name (``spider-png``, ``spider``) or a YAML file."""
+        """A built-in label map by name (``spider-png``, ``spider``, ``lumbarseg``) or a YAML file."""
         key = str(name_or_path)
         if key in BUILTIN_LABEL_MAPS:
             return cls.from_mapping(BUILTIN_LABEL_MAPS[key], source=key)

@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import Dict, List, Tuple
 
-from lumbarseg.data.patterns import DEFAULT_SLICE_PATTERN, DEFAULT_VOLUME_PATTERN
+from lumbarseg.data.patterns import DEFAULT_SLICE_PATTERN, DEFAULT_VOLUME_PATTERN, SPIDER_SPACING
+from lumbarseg.data.split import SPLITS
 from lumbarseg.errors import LumbarsegError
 
 SPLIT_HELP = "training,validation,test fractions of the patients (default 0.8,0.1,0.1)"
@@ -29,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="regex on the file name with groups (?P<patient>...) and optional (?P<slice>...) "
                              "(default: SPIDER names, %(default)s)")
     slices.add_argument("--spacing", metavar="ROW,COL[,SLICE]",
-                        help="pixel spacing in mm, recorded in the dataset (default unknown; SPIDER: 0.47,0.47,0.9)")
+                        help="pixel spacing in mm, recorded in the dataset (default unknown; SPIDER: "
+                             f"{','.join(map(str, SPIDER_SPACING))})")
     _add_common(slices)
     slices.set_defaults(func=_from_slices)
 
@@ -60,7 +62,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="dataset YAML to write; slices go to the folder OUT/ beside it")
     parser.add_argument("--split", default="0.8,0.1,0.1", help=SPLIT_HELP)
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient shuffle (default 0)")
-    for name in ("training", "validation", "test"):
+    for name in SPLITS:
         parser.add_argument(f"--{name}-patients", metavar="ID,ID",
                             help=f"patients that go to the {name} split (the rest are split by fractions)")
     parser.add_argument("--name", help="dataset name (default: the output file's stem)")
@@ -76,7 +78,7 @@ def _split_spec(args: argparse.Namespace):
     from lumbarseg.data.split import SplitSpec, parse_fractions, parse_patient_list
 
     fixed: Dict[str, Tuple[str, ...]] = {}
-    for name in ("training", "validation", "test"):
+    for name in SPLITS:
         value = getattr(args, f"{name}_patients")
         if value:
             fixed[name] = parse_patient_list(value)

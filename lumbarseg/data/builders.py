@@ -32,6 +32,7 @@ from lumbarseg.data.split import SplitSpec, natural_key, split_patients
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_dir, atomic_path
 from lumbarseg.io.intensity import DEFAULT_NORMALIZATION, normalize
+from lumbarseg.io.readers import read_volume, volume_stem
 from lumbarseg.io.slices import read_grey, write_png
 from lumbarseg.io.volume import CANONICAL, Volume, reorient
 from lumbarseg.labels import LabelMap
@@ -39,7 +40,6 @@ from lumbarseg.labels import LabelMap
 PathLike = Union[str, Path]
 
 SLICE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".pgm")
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd")
 FEATURES = [FEATURE_PATIENT, FEATURE_SLICE, FEATURE_SOURCE]
 IMAGE_DIVISOR = 255  # stored 8-bit images = round(255 * normalised intensity)
 AFFINE_TOLERANCE_MM = 1e-3
@@ -251,11 +251,7 @@ def _volume_name(path: Path) -> Optional[str]:
         return None
     if path.is_dir():
         return path.name
-    lower = path.name.lower()
-    for suffix in VOLUME_SUFFIXES:
-        if lower.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return None  # e.g. the .raw beside a .mhd
+    return volume_stem(path.name)  # None e.g. for the .raw beside a .mhd
 
 
 def _volume_files(folder: Path, what: str) -> Dict[str, Path]:
@@ -316,8 +312,6 @@ def from_volumes(images_dir: PathLike, labels_dir: PathLike, output: PathLike, l
     Each volume is reoriented to RIP (axis 0 = sagittal slices), normalised as a whole, and
     its original geometry (affine, shape, orientation) recorded so predictions can go back.
     """
-    from lumbarseg.io.readers import read_volume
-
     images_dir, labels_dir, yml = Path(images_dir), Path(labels_dir), Path(output)
     folder = _check_output(yml, [images_dir, labels_dir], overwrite)
     regex = _compile_pattern(pattern)

@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from lumbarseg.data.deephealth_yaml import (
     META_KEY,
-    STANDARD_SPLITS,
     DeepHealthDataset,
     escaping_locations,
     load_dataset,
 )
+from lumbarseg.data.split import SPLITS
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.slices import read_grey
 
@@ -119,7 +119,7 @@ def _check_splits(dataset: DeepHealthDataset, report: CheckReport) -> None:
     if not dataset.split:
         report.problems.append(f"{where}: no 'split' (training/validation/test image indices)")
         return
-    for name in STANDARD_SPLITS:
+    for name in SPLITS:
         if name not in dataset.split:
             report.warnings.append(f"{where}: no {name!r} split")
     members: Dict[str, set] = {}
@@ -157,7 +157,8 @@ def _read(path: Path, report: CheckReport) -> Optional[np.ndarray]:
 
 def _check_sample(dataset: DeepHealthDataset, index: int, num_classes: Optional[int],
                   report: CheckReport) -> Optional[np.ndarray]:
-    images = [_read(p, report) for p in dataset.image_paths(index)]
+    paths = dataset.image_paths(index)
+    images = [_read(p, report) for p in paths]
     label_path = dataset.label_path(index)
     if label_path is None:
         report.problems.append(f"{dataset.where}: images[{index}] ({dataset.samples[index].location[0]}): "
@@ -167,7 +168,7 @@ def _check_sample(dataset: DeepHealthDataset, index: int, num_classes: Optional[
     shapes = [im.shape for im in images if im is not None]
     if shapes:
         report.sizes[(shapes[0][1], shapes[0][0])] += 1
-    for path, shape in zip(dataset.image_paths(index)[1:], shapes[1:]):
+    for path, shape in zip(paths[1:], shapes[1:]):
         if shape != shapes[0]:
             report.problems.append(f"{path}: channel size {_wxh(shape)} differs from {_wxh(shapes[0])}")
     if mask is None:

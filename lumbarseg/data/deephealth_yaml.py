@@ -28,7 +28,6 @@ PathLike = Union[str, Path]
 
 META_KEY = "lumbarseg"
 META_VERSION = 1
-STANDARD_SPLITS = ("training", "validation", "test")
 # Per-sample features written by lumbarseg's builders (ECVL ``values``, in this order).
 FEATURE_PATIENT = "patient"
 FEATURE_SLICE = "slice"

@@ -18,6 +18,7 @@ from lumbarseg.io.readers import (
     read_png_stack,
     read_volume,
     volume_format,
+    volume_stem,
 )
 from lumbarseg.io.volume import Volume
 
@@ -47,10 +48,8 @@ class Case:
 def case_name(path: PathLike) -> str:
     """A volume's name without its format suffix."""
     name = Path(path).name
-    for suffix in NIFTI_SUFFIXES + METAIMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    stem = volume_stem(name)
+    return name if stem is None else stem
 
 
 def stack_name(prefix: str) -> str:

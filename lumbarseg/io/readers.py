@@ -30,6 +30,14 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 _SLICE_NUMBER = re.compile(r"^(.*?)(\d+)$")
 
 
+def volume_stem(name: str) -> Optional[str]:
+    """``case.nii.gz`` -> ``case``; None when ``name`` has no volume-file suffix."""
+    for suffix in NIFTI_SUFFIXES + METAIMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 def volume_format(path: PathLike) -> str:
     """``nifti``, ``metaimage``, ``dicom`` or ``png`` from a file's suffix or a folder's content."""
     path = Path(path)
@@ -157,15 +165,10 @@ def _itk_to_volume(image: Any, source: Path, header: Dict[str, Any]) -> Volume:
 
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise LumbarsegError(source, f"{image.GetNumberOfComponentsPerPixel()} components per voxel, expected 1")
-    dim = image.GetDimension()
-    size = list(image.GetSize())
-    if dim == 4 and size[3] == 1:
-        image = image[:, :, :, 0]
-        dim = 3
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]  # one frame: drop the 4th axis from the geometry as well
     array = sitk.GetArrayFromImage(image)  # (z, y, x): reversed ITK index order
-    if dim != 3:
-        _as_3d(np.transpose(array), source)  # raises with the right message (2D, 4D)
-    array = _as_3d(np.ascontiguousarray(np.transpose(array)), source)  # now (i, j, k) = ITK (x, y, z)
+    array = np.ascontiguousarray(_as_3d(np.transpose(array), source))  # now (i, j, k) = ITK (x, y, z)
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     origin = np.asarray(image.GetOrigin(), dtype=np.float64)

@@ -311,10 +311,9 @@ def _check_semantics(name: str, p: Dict[str, Value], where: str) -> None:
     def fail(problem: str) -> None:
         raise LumbarsegError(where, f"{name}: {problem}")
 
-    for key in ("p",):
-        value = p.get(key)
-        if isinstance(value, float) and not 0.0 <= value <= 1.0:
-            fail(f"{key} must be a probability in [0, 1], got {value:g}")
+    probability = p.get("p")
+    if isinstance(probability, float) and not 0.0 <= probability <= 1.0:
+        fail(f"p must be a probability in [0, 1], got {probability:g}")
     if name in ("AugResizeDim", "AugCenterCrop", "AugRandomCrop"):
         size = p.get("dims", p.get("size"))
         if size is not None and (len(size) != 2 or any(v < 1 or v != int(v) for v in size)):  # type: ignore[union-attr]
