@@ -52,9 +52,9 @@ def _dataset(folder: Path, rows: int, cols: int, count: int) -> Path:
 def _bare_loop(spec, batch: int, rows: int, cols: int, steps: int, device: str) -> float:
     """Seconds for ``steps`` plain PyTorch steps on one preloaded batch (same net, loss and optimiser)."""
     import torch
-    from torch.nn import functional as F
 
-    from lumbarseg.engines.torch_engine import UNet
+    from lumbarseg.engines.base import LossConfig
+    from lumbarseg.engines.torch_engine import UNet, segmentation_loss
 
     torch.manual_seed(0)
     model = UNet(spec).to(device).train()
@@ -68,11 +68,7 @@ def _bare_loop(spec, batch: int, rows: int, cols: int, steps: int, device: str) 
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", enabled=amp):
             logits = model(x)
-        logits = logits.float()
-        probs = torch.softmax(logits, 1)[:, 1:]
-        onehot = F.one_hot(y, spec.num_classes).permute(0, 3, 1, 2)[:, 1:].float()
-        dice = (2 * (probs * onehot).sum((0, 2, 3)) + 1e-5) / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1e-5)
-        loss = F.cross_entropy(logits, y) + 1 - dice.mean()
+        loss = segmentation_loss(logits, y, LossConfig(), None)  # the engine's loss, so only the loop differs
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

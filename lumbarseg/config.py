@@ -190,8 +190,7 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
 
 
 def _convert(value: Any, hint: Any, source: str, key: str) -> Any:
-    origin = typing.get_origin(hint) if hasattr(typing, "get_origin") else getattr(hint, "__origin__", None)
-    args = typing.get_args(hint) if hasattr(typing, "get_args") else getattr(hint, "__args__", ())
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
 
     def bad(expected: str) -> LumbarsegError:
         return LumbarsegError(source, f"{key}: expected {expected}, got {value!r}")

@@ -14,3 +14,19 @@ def spider_dir() -> Path:
     if not (SPIDER_DIR / "images").is_dir():
         pytest.skip(f"shared SPIDER data not found at {SPIDER_DIR}")
     return SPIDER_DIR
+
+
+@pytest.fixture
+def one_thread() -> None:
+    """One torch thread (engines may change it): reproducible numbers, no oversubscribed shared cores.
+    Modules that train use it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    torch = pytest.importorskip("torch", reason="one_thread sets PyTorch's thread count")
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A tiny synthetic training dataset (``synthetic_training.make_dataset``), one per test module."""
+    from synthetic_training import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data"))

@@ -14,9 +14,7 @@ from lumbarseg.networks.unet import UNetSpec  # noqa: E402
 SPEC = UNetSpec(depth=2, base_filters=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def batch(n=2, h=32, w=32, seed=0):

@@ -19,15 +19,7 @@ from lumbarseg.model import metadata  # noqa: E402
 from lumbarseg.training import trainer  # noqa: E402
 from lumbarseg.training.trainer import SliceLoaderSource, resume, sized_augmentation, train, validate  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data"))
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def model_state(path):

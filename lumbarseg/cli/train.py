@@ -45,18 +45,17 @@ def run(args: argparse.Namespace) -> int:
     from lumbarseg.config import load_config
     from lumbarseg.training.trainer import resume, train
 
-    given: Dict[str, Any] = {key: getattr(args, flag) for flag, key in OVERRIDES.items()
-                             if getattr(args, flag) is not None}
+    given: Dict[str, Any] = {flag: getattr(args, flag) for flag in OVERRIDES if getattr(args, flag) is not None}
     if args.resume is not None:
         fixed = [name for name, value in (("--config", args.config), ("--out", args.out), ("--init", args.init))
-                 if value is not None] + ["--" + k.replace("_", "-") for k in OVERRIDES if getattr(args, k) is not None]
+                 if value is not None] + ["--" + flag.replace("_", "-") for flag in given]
         if fixed:
             raise LumbarsegError("--resume", f"a resumed run keeps its config; drop {', '.join(fixed)}")
         result = resume(args.resume, device=args.device, dataset=args.dataset, progress=not args.no_progress)
     else:
         if args.dataset is None or args.out is None:
             raise LumbarsegError("lumbarseg train", "needs --dataset DS.yml and --out RUN_DIR (or --resume RUN_DIR)")
-        config = load_config(args.config, given)
+        config = load_config(args.config, {OVERRIDES[flag]: value for flag, value in given.items()})
         result = train(args.dataset, config, args.out, engine=args.engine, device=args.device or "cpu",
                        init=args.init, progress=not args.no_progress)
     best = f"best epoch {result.best_epoch} (validation mean Dice {result.best_dice:.3f})" \

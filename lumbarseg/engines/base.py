@@ -23,6 +23,10 @@ ENGINES: Dict[str, Tuple[str, str, str]] = {
     "eddl": ("lumbarseg.engines.eddl_engine", "EddlEngine", "eddl"),
 }
 DEVICE_KINDS = ("cpu", "cuda", "fpga")
+# What every engine's network, loss and ONNX graph share, so that they agree.
+ONNX_OPSET = 13  # Softmax over one axis (the channels); opset 11's flattens C*H*W
+BN_EPS = 1e-5
+DICE_SMOOTH = 1e-5  # soft Dice = (2 * intersection + smooth) / (sums + smooth)
 _DEVICE = re.compile(r"^(cpu|cuda|fpga)(?::(\d+(?:,\d+)*))?$")
 
 

@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -42,16 +43,13 @@ import pyeddl  # noqa: F401  (imported before pyecvl, always)
 from pyeddl import eddl
 from pyeddl.tensor import Tensor
 
-from lumbarseg.engines.base import Device, Engine, LossConfig, OptimizerConfig
+from lumbarseg.engines.base import BN_EPS, DICE_SMOOTH, ONNX_OPSET, Device, Engine, LossConfig, OptimizerConfig
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_path
 from lumbarseg.model.metadata import INPUT_NAME, OUTPUT_NAME
 from lumbarseg.networks.unet import UNetSpec
 
-ONNX_OPSET = 13
 BN_MOMENTUM = 0.9  # EDDL: running = 0.9 * running + 0.1 * batch (PyTorch's momentum 0.1)
-BN_EPS = 1e-5
-DICE_SMOOTH = 1e-5  # as the PyTorch engine
 TORCH_EPS = 1e-8  # PyTorch's Adam/RMSprop epsilon, reproduced under the gradient scale
 RMSPROP_RHO = 0.99  # PyTorch's RMSprop alpha
 MEMORY_LEVELS = ("full_mem", "mid_mem", "low_mem")
@@ -282,8 +280,9 @@ class EddlEngine(Engine):
         self.train_net: Optional[Built] = None
         self.predict_nets: Dict[Size, Tuple[Built, int]] = {}
         self.version = 0  # bumped whenever the trained weights change
+        self._dirty = False  # the training net holds newer weights than ``self.weights``
         self.configured = False
-        self.lr: Optional[float] = None
+        self.lr: Optional[float] = None  # the rate the training net runs at (``optimizer_config.lr`` once applied)
         self.home_size: Optional[Size] = tuple(input_size) if input_size else None  # type: ignore[assignment]
         if self.home_size is not None:
             spec.check_input_size(self.home_size)
@@ -301,7 +300,7 @@ class EddlEngine(Engine):
             return eddl.rmsprop(config.lr, RMSPROP_RHO, eps)
         raise LumbarsegError("optimizer.name", f"unknown optimiser {config.name!r} (choose from adam, sgd, rmsprop)")
 
-    def _build(self, size: Size, training: bool) -> Built:
+    def _build(self, size: Size) -> Built:
         self.spec.check_input_size(size, source="image size")
         net, layers = build_unet(self.spec, size)
         scale = float(size[0] * size[1])
@@ -311,8 +310,6 @@ class EddlEngine(Engine):
             eddl.build(net, self._optimizer(scale), ["softmax_cross_entropy"], ["none"], cs, False)
         built = Built(net, layers, size)
         self._write_weights(built)
-        if training:
-            eddl.set_mode(net, 1)
         return built
 
     def _write_weights(self, built: Built) -> None:
@@ -346,12 +343,10 @@ class EddlEngine(Engine):
             self.weights = self._read_weights(self.train_net)
             self._dirty = False
 
-    _dirty = False
-
     def _training_net(self, size: Size) -> Built:
         if self.train_net is None or self.train_net.size != size:
             self._sync()
-            self.train_net = self._build(size, training=True)
+            self.train_net = self._build(size)
             self.lr = self.optimizer_config.lr
         return self.train_net
 
@@ -388,33 +383,24 @@ class EddlEngine(Engine):
         probs = _output(net)
         value, grad = loss_and_gradient(probs, np.asarray(labels), self.loss_config, self.class_weights)
         target = probs - (images.shape[0] * size[0] * size[1]) * grad  # see the module docstring
-        eddl.backward(net, [Tensor.fromarray(target.astype(np.float32))])
+        eddl.backward(net, [Tensor.fromarray(target.astype(np.float32, copy=False))])
         _fix_batchnorm_gradients(net)
         eddl.update(net)
         self.version += 1
         self._dirty = True
         return value
 
-    _wanted_lr: Optional[float] = None
-
     def set_learning_rate(self, lr: float) -> None:
         if not self.configured:
             raise RuntimeError("configure_training() must be called before set_learning_rate()")
-        self._wanted_lr = float(lr)
-        if self.train_net is not None:
-            self._apply_lr()
-        else:
-            self.optimizer_config = OptimizerConfig(self.optimizer_config.name, float(lr),
-                                                    self.optimizer_config.momentum, self.optimizer_config.weight_decay)
-
-    def _apply_lr(self) -> None:
-        if self.train_net is None or self._wanted_lr is None or self.lr == self._wanted_lr:
+        self.optimizer_config = replace(self.optimizer_config, lr=float(lr))  # a net built later starts at it
+        wanted = self.optimizer_config.lr
+        if self.train_net is None or self.lr == wanted:
             return
         scale = self.train_net.size[0] * self.train_net.size[1]
-        lr = self._wanted_lr / scale if self.optimizer_config.name.lower() == "sgd" else self._wanted_lr
         with quiet():  # EDDL prints "set new lr" on every call
-            eddl.setlr(self.train_net.net, [lr])
-        self.lr = self._wanted_lr
+            eddl.setlr(self.train_net.net, [wanted / scale if self.optimizer_config.name.lower() == "sgd" else wanted])
+        self.lr = wanted
 
     # inference --------------------------------------------------------------------------------
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -431,7 +417,7 @@ class EddlEngine(Engine):
         self._sync()
         cached = self.predict_nets.get(size)
         if cached is None:
-            built = self._build(size, training=False)
+            built = self._build(size)
             if self.device.kind == "fpga":
                 built = Built(_fpga(built.net, self.device), built.layers, size)
             self.predict_nets[size] = (built, self.version)
@@ -486,8 +472,7 @@ class EddlEngine(Engine):
         if not path.is_file():
             raise LumbarsegError(path, "no such checkpoint")
         built = self._reference_net()
-        expected = [tuple(np.array(t.getdata()).shape) for layer_params in eddl.get_parameters(built.net, True)
-                    for t in layer_params]
+        expected = [tuple(t.shape) for layer_params in eddl.get_parameters(built.net, True) for t in layer_params]
         found = _bin_shapes(path)
         if found != expected:
             raise LumbarsegError(path, f"not an EDDL checkpoint of the U-Net {self.spec} (tensor shapes differ)")
@@ -552,7 +537,7 @@ def _fix_batchnorm_gradients(net: Any) -> None:
 
 
 def _output(net: Any) -> np.ndarray:
-    return np.array(eddl.getOutput(eddl.getOut(net)[0]).getdata(), dtype=np.float32)
+    return np.asarray(eddl.getOutput(eddl.getOut(net)[0]).getdata(), dtype=np.float32)  # getdata() copies
 
 
 def _bin_shapes(path: Path) -> List[Tuple[int, ...]]:
@@ -732,14 +717,14 @@ class DLDatasetSource:
         self.sizes = {"training": max(1, min(config.batch_size, self.counts["training"])),
                       "validation": max(d for d in range(1, min(config.batch_size, self.counts["validation"]) + 1)
                                         if self.counts["validation"] % d == 0)}
-        augs = build_dataset_augmentations(sized_augmentation(config, "training"),
-                                           sized_augmentation(config, "validation"), None)
+        specs = {split: sized_augmentation(config, split) for split in self.sizes}
+        augs = build_dataset_augmentations(specs["training"], specs["validation"], None)
         # one DLDataset per split: ECVL 1.0.3's SetBatchSize refuses a batch as large as the split
         self.loaders = {split: self._open(dataset, size, augs) for split, size in self.sizes.items()}
         # ECVL sizes its tensors (resize_dims_) from the training split's augmentation; validation may differ
         # (training on crops), so each split's (H, W) is its first slice's after its own augmentation, run by the
         # portable loader, and each DLDataset is told its split's size.
-        self.shapes = {split: self._output_shape(dataset, config, split) for split in self.sizes}
+        self.shapes = {split: self._output_shape(dataset, split, spec) for split, spec in specs.items()}
         for split, loader in self.loaders.items():
             loader.resize_dims_ = self.shapes[split]
         self.channels = int(self.loaders["training"].n_channels_)
@@ -752,11 +737,10 @@ class DLDatasetSource:
             raise LumbarsegError(dataset.where, f"pyecvl's DLDataset could not read it ({exc})") from None
 
     @staticmethod
-    def _output_shape(dataset: Any, config: Any, split: str) -> List[int]:
+    def _output_shape(dataset: Any, split: str, augmentation: Any) -> List[int]:
         from lumbarseg.data.loader import SliceLoader
-        from lumbarseg.training.trainer import sized_augmentation
 
-        loader = SliceLoader(dataset, split, 1, sized_augmentation(config, split), shuffle=False, workers=0)
+        loader = SliceLoader(dataset, split, 1, augmentation, shuffle=False, workers=0)
         image, _ = loader.load_sample(0, 0)
         return [int(d) for d in image.shape[-2:]]
 

@@ -26,18 +26,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lumbarseg.engines.base import Device, Engine, LossConfig, OptimizerConfig
+from lumbarseg.engines.base import BN_EPS, DICE_SMOOTH, ONNX_OPSET, Device, Engine, LossConfig, OptimizerConfig
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_path
 from lumbarseg.model.metadata import INPUT_NAME, OUTPUT_NAME
 from lumbarseg.networks.unet import UNetSpec
 
-ONNX_OPSET = 13
 # EDDL's BatchNormalization(momentum=0.9) updates running = 0.9 * running + 0.1 * batch (bnorm.cpp,
 # BN_forward); PyTorch's momentum is the weight of the batch, so 0.1 is the same rule.
 BN_MOMENTUM = 0.1
-BN_EPS = 1e-5
-DICE_SMOOTH = 1e-5
 CHECKPOINT_FORMAT = "lumbarseg-torch-checkpoint-1"
 
 
@@ -332,8 +329,9 @@ def onnx_weights(path: Path, spec: UNetSpec) -> Dict[str, np.ndarray]:
         elif node.op_type == "BatchNormalization":
             layers.append(("bn", [const(n, "BatchNormalization parameter") for n in node.input[1:5]]))
 
-    state = UNet(spec).state_dict()
-    targets = _layer_targets(spec)
+    net = UNet(spec)
+    state = net.state_dict()
+    targets = _layer_targets(net)
     found = [kind for kind, _ in layers]
     if found != [kind for kind, _ in targets]:
         raise LumbarsegError(path, f"graph has {found.count('conv')} Conv and {found.count('bn')} "
@@ -397,9 +395,8 @@ def _plain_graph(data: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def _layer_targets(spec: UNetSpec) -> List[Tuple[str, str]]:
-    """(kind, state-dict prefix) of every conv and BN of ``UNet(spec)`` in forward order."""
-    net = UNet(spec)
+def _layer_targets(net: UNet) -> List[Tuple[str, str]]:
+    """(kind, state-dict prefix) of every conv and BN of ``net`` in forward order."""
     order: List[Tuple[str, str]] = []
     for name, module in net.named_modules():  # declaration order == forward order (see UNet)
         if isinstance(module, nn.Conv2d):

@@ -330,10 +330,10 @@ def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best") -> Pa
     """Write a run's ``best`` or ``last`` checkpoint as an ONNX model with metadata to ``out``."""
     run_dir, out = Path(run_dir), Path(out)
     run = rundir.read_run(run_dir)
+    latest = rundir.latest_checkpoint(run_dir)
     if checkpoint == "best":
         path = run_dir / rundir.BEST_CHECKPOINT
     elif checkpoint == "last":
-        latest = rundir.latest_checkpoint(run_dir)
         path = latest[1] / rundir.ENGINE_CHECKPOINT if latest else run_dir / rundir.CHECKPOINTS
     else:
         raise LumbarsegError("--checkpoint", f"unknown checkpoint {checkpoint!r} (choose best or last)")
@@ -344,7 +344,7 @@ def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best") -> Pa
     spec = UNetSpec.from_dict(run["architecture"])
     engine = get_engine(run["engine"])(spec, Device("cpu"))
     engine.load_checkpoint(path)
-    state = rundir.load_state(rundir.latest_checkpoint(run_dir)[1]) if rundir.latest_checkpoint(run_dir) else {}
+    state = rundir.load_state(latest[1]) if latest else {}
     meta = model_metadata.ModelMetadata(**run["metadata"])
     record = dict(meta.training_data, checkpoint=checkpoint, epochs=state.get("epoch"),
                   best_epoch=state.get("best_epoch"))
