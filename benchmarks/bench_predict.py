@@ -153,7 +153,8 @@ def main() -> Optional[Dict[str, float]]:
         tmp_path = Path(tmp)
         source = make_volume(tmp_path / "case.nii.gz")
         model = make_model(tmp_path / "model.onnx")
-        flops = conv_flops(model, *network_size(model))
+        rows, cols = network_size(model)
+        flops = conv_flops(model, rows, cols)
         gemm = gemm_flops()
         base = ["predict", "-i", str(tmp_path / "case.nii.gz"), "--model", str(model), "--threads", str(THREADS)]
         run_cli([*base, "-o", str(tmp_path / "warm.nii.gz")])  # page cache, import caches
@@ -163,7 +164,6 @@ def main() -> Optional[Dict[str, float]]:
         print(f"input: {source}, {SLICES} x {ROWS} x {COLS}; model: {model.name}; {THREADS} threads")
         print(f"predict wall time (CLI, end to end, best of 3): {best['wall_s']:.2f} s   (target < 1 s)")
         print(f"peak RSS: {best['peak_rss_mb']:.0f} MB   (target < 1536 MB)")
-        rows, cols = network_size(model)
         print(f"network: {flops / 1e9:.2f} GFLOP per slice at {rows}x{cols}, {slices_flops / 1e9:.1f} GFLOP per volume")
         print(f"GEMM float32 ({THREADS} threads): {gemm / 1e9:.1f} GFLOP/s -> compute bound "
               f">= {slices_flops / gemm:.2f} s for the convolutions alone")

@@ -9,7 +9,6 @@ from typing import Any, Dict, List, Tuple
 from lumbarseg.errors import LumbarsegError
 
 RUNTIME_CHOICES = ("onnxruntime", "torch", "eddl")
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,9 +48,9 @@ def _is_inside(path: Path, folder: Path) -> bool:
 def _plan(cases: List[Any], output: Path) -> Tuple[List[Tuple[Any, Path, Path]], Path]:
     """For each case: (case, mask path, extras stem); and the measurements stem."""
     from lumbarseg.inference.cases import case_name
-    from lumbarseg.inference.outputs import mask_suffix
+    from lumbarseg.inference.outputs import MASK_SUFFIXES, mask_suffix
 
-    if output.name.lower().endswith(VOLUME_SUFFIXES):
+    if output.name.lower().endswith(MASK_SUFFIXES):
         if len(cases) != 1:
             raise LumbarsegError(output, f"input holds {len(cases)} cases: give an output folder, not a file")
         stem = output.with_name(case_name(output))
@@ -101,16 +100,13 @@ def run(args: argparse.Namespace) -> int:
             if args.overlay:
                 write_overlay(prediction, stem.with_name(stem.name + "_overlay.png"), title=case.name)
             rows.extend(measure(prediction, case.name))
-        except LumbarsegError as exc:
+        except (LumbarsegError, MemoryError, RuntimeError, ValueError, OSError) as exc:  # one bad case: go on
+            error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(
+                case.source, f"{type(exc).__name__}: {exc}")
             if single:
-                raise
+                raise error from None
             failed.append(case.name)
-            tqdm.write(f"lumbarseg: error: {exc}", file=sys.stderr)
-        except (MemoryError, RuntimeError, ValueError, OSError) as exc:  # one bad case must not stop a batch
-            if single:
-                raise LumbarsegError(case.source, f"{type(exc).__name__}: {exc}") from None
-            failed.append(case.name)
-            tqdm.write(f"lumbarseg: error: {case.source}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            tqdm.write(f"lumbarseg: error: {error}", file=sys.stderr)
     if rows:
         write_measurements(rows, measurements_stem, {"model": str(predictor.model_path), "runtime": args.runtime})
     done = len(plan) - len(failed)

@@ -94,9 +94,9 @@ def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map:
                     _check_same_grid(image_vol, g_vol, image_cases[gt_case.name].source, gt_case.source)
                     image = _canonical(g_vol, image_vol.array)
                 picture = f"cases/{gt_case.name}.png"
-                canon = reorient(g_vol, CANONICAL)[0]
-                comparison_png(tmp / picture, image, _canonical(g_vol, g_idx), _canonical(g_vol, p_idx), gt_map,
-                               canon.spacing[1:], title=gt_case.name)
+                truth = reorient(g_vol.with_array(g_idx), CANONICAL)[0]
+                comparison_png(tmp / picture, image, truth.array, _canonical(g_vol, p_idx), gt_map,
+                               truth.spacing[1:], title=gt_case.name)
                 pictures[gt_case.name] = picture
             summary = write_report(tmp, metrics.rows, gt_map.foreground, metrics.case_scores(), pictures,
                                    notes=[f"predictions: {pred}", f"ground truth: {gt}"])

@@ -21,6 +21,7 @@ from lumbarseg.io.readers import write_png_stack, write_volume
 from lumbarseg.io.volume import reorient
 
 PathLike = Union[str, Path]
+MASK_SUFFIXES = (".nii", ".nii.gz", ".mha")  # an output path ending so is a mask file, anything else a folder
 MEASUREMENT_FIELDS = ["case", "class", "label", "voxels", "volume_ml", "slices", "slice_coverage",
                       "first_slice", "last_slice"]
 
@@ -38,7 +39,7 @@ def write_mask(prediction: Prediction, path: PathLike, overwrite: bool = False) 
     """Write the mask volume; a path without a volume suffix becomes a PNG slice folder."""
     path = Path(path)
     mask = prediction.mask
-    if prediction.image.header.get("format") == "png" and not path.name.lower().endswith((".nii", ".nii.gz", ".mha")):
+    if prediction.image.header.get("format") == "png" and not path.name.lower().endswith(MASK_SUFFIXES):
         names = prediction.image.header.get("files")
         write_png_stack(mask, path, names=names, overwrite=overwrite)
         return

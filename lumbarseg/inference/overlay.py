@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from lumbarseg.io.intensity import DEFAULT_NORMALIZATION, normalize
 from lumbarseg.io.slices import write_png
 from lumbarseg.labels import LabelMap
 
@@ -26,11 +27,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 def display_grey(volume: np.ndarray) -> np.ndarray:
     """A volume scaled to uint8 between its 0.5th and 99.5th percentiles (one scale for all slices)."""
-    data = np.asarray(volume, dtype=np.float32)
-    lo, hi = np.percentile(data, [0.5, 99.5])
-    if hi <= lo:
-        return np.zeros(data.shape, dtype=np.uint8)
-    return (np.clip((data - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    return (normalize(volume, DEFAULT_NORMALIZATION) * 255).astype(np.uint8)
 
 
 def pick_slices(mask: np.ndarray, count: int) -> List[int]:
@@ -48,9 +45,8 @@ def render_tile(grey: np.ndarray, mask: Optional[np.ndarray], labels: LabelMap, 
     """One RGB tile: grey slice, blended labels with outlines, caption; physical aspect ratio."""
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
     if mask is not None:
-        colours = np.array(labels.colors, dtype=np.float32)
         fg = mask > 0
-        rgb[fg] = (1 - ALPHA) * rgb[fg] + ALPHA * colours[np.clip(mask[fg], 0, len(colours) - 1)]
+        rgb[fg] = (1 - ALPHA) * rgb[fg] + ALPHA * labels.colorize(mask[fg]).astype(np.float32)
     rgb = rgb.astype(np.uint8)
     rows, cols = grey.shape
     width = max(1, int(round(height * (cols * spacing[1]) / (rows * spacing[0]))))

@@ -124,12 +124,7 @@ class Predictor:
                  tta: Union[bool, Sequence[str]] = False, postprocess: Union[bool, Mapping[str, ComponentRule]] = True,
                  batch_size: int = 2, threads: Optional[int] = None) -> None:
         self.model_path = Path(model) if model is not None else default_model_path()
-        try:
-            self.metadata = model_metadata.read(self.model_path)
-        except LumbarsegError as exc:  # metadata validation names "model metadata": name the file instead
-            if exc.source == str(self.model_path):
-                raise
-            raise LumbarsegError(self.model_path, f"{exc.source}: {exc.problem}") from None
+        self.metadata = model_metadata.read(self.model_path)  # its errors name the file
         self.runtime: Runtime = load_runtime(runtime, self.model_path, self.metadata, device, threads)
         self.runtime_name = runtime
         self.tta = tta_axes(tta)
@@ -184,7 +179,7 @@ class Predictor:
         out = np.empty((len(meta.classes), slices, rows, cols), dtype=np.float32)
         for start in range(0, slices, self.batch_size):
             batch = resized[start:start + self.batch_size]
-            batch = np.pad(batch, ((0, 0), (0, pad_rows), (0, pad_cols)))[:, None].astype(np.float32)
+            batch = np.pad(batch, ((0, 0), (0, pad_rows), (0, pad_cols)))[:, None]  # float32 from normalize
             probs = self._infer_batch(batch)[:, :, :target_rows, :target_cols]  # (n, C, h, w)
             probs = _resize_stack(np.ascontiguousarray(probs), rows, cols, cv2.INTER_LINEAR)
             out[:, start:start + len(batch)] = np.moveaxis(probs, 1, 0)

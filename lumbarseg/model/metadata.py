@@ -100,9 +100,7 @@ class ModelMetadata:
             raise LumbarsegError(source, f"metadata lacks required fields: {', '.join(missing)}")
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
-        except LumbarsegError as exc:
-            raise LumbarsegError(source, f"invalid metadata: {exc}") from None
-        except (TypeError, ValueError) as exc:
+        except (LumbarsegError, TypeError, ValueError) as exc:
             raise LumbarsegError(source, f"invalid metadata: {exc}") from None
 
 
