@@ -69,6 +69,8 @@ $(VENV38)/.installed: docker/requirements-py38.txt
 	@touch $@
 
 test-py38: $(VENV38)/.installed
+	@# pip builds in build/lib, where setuptools never removes files deleted from the source
+	rm -rf build/lib
 	$(VENV38)/bin/python -m pip install -q --no-deps --force-reinstall .
 	$(VENV38)/bin/lumbarseg --help > /dev/null
 	@# the installed package, its bundled model, outside the checkout: segment the sample under Python 3.8

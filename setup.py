@@ -58,7 +58,6 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["lumbarseg", "lumbarseg.*"]),
     include_package_data=True,
-    package_data={"lumbarseg": ["resources/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["lumbarseg=lumbarseg.cli:main"]},
