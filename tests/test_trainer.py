@@ -15,9 +15,10 @@ torch = pytest.importorskip("torch", reason="training tests use the PyTorch engi
 
 from synthetic_training import CLASSES, TINY_CONFIG, make_dataset, tiny_config  # noqa: E402
 
+from lumbarseg.config import sized_augmentation  # noqa: E402
 from lumbarseg.model import metadata  # noqa: E402
 from lumbarseg.training import trainer  # noqa: E402
-from lumbarseg.training.trainer import SliceLoaderSource, resume, sized_augmentation, train, validate  # noqa: E402
+from lumbarseg.training.trainer import SliceLoaderSource, resume, train, validate  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

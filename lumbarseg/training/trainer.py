@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from lumbarseg.config import STOP_METRICS, ExperimentConfig, load_config
+from lumbarseg.config import STOP_METRICS, ExperimentConfig, load_config, sized_augmentation
 from lumbarseg.data.deephealth_yaml import DeepHealthDataset, load_dataset
 from lumbarseg.engines.base import Device, Engine, get_engine, parse_device
 from lumbarseg.errors import LumbarsegError
@@ -32,12 +32,9 @@ from lumbarseg.model import metadata as model_metadata
 from lumbarseg.networks.unet import UNetSpec
 from lumbarseg.training import rundir
 from lumbarseg.training.logs import write_logs
-from lumbarseg.transforms.ecvl_spec import SEQUENTIAL, AugSpec, make_spec, parse_spec
 
 Batch = Tuple[np.ndarray, np.ndarray]
 PathLike = Union[str, Path]
-# Augmentations after which the image size is fixed; without one the trainer resizes to input_size first.
-_SIZING = ("AugResizeDim", "AugResizeScale", "AugRandomCrop", "AugCenterCrop")
 
 
 class BatchSource:
@@ -73,20 +70,6 @@ class SliceLoaderSource(BatchSource):
         loader = self.loaders[split]
         loader.set_epoch(epoch)
         return iter(loader)
-
-
-def sized_augmentation(config: ExperimentConfig, split: str) -> AugSpec:
-    """The split's augmentation, starting with a resize to ``input_size`` unless it sizes images itself."""
-    text = config.augmentation.get(split)
-    rows, cols = config.input_size
-    resize = make_spec("AugResizeDim", source=f"augmentation.{split}", dims=[cols, rows])  # ECVL: (width, height)
-    if text is None:
-        return resize
-    spec = parse_spec(text, source=f"augmentation.{split}")
-    if any(node.name in _SIZING for node in spec.walk()):
-        return spec
-    children = spec.children if spec.name == SEQUENTIAL else (spec,)
-    return AugSpec(SEQUENTIAL, {}, (resize,) + tuple(children))
 
 
 @dataclass
