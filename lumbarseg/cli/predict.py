@@ -47,8 +47,8 @@ def _is_inside(path: Path, folder: Path) -> bool:
 
 def _plan(cases: List[Any], output: Path) -> Tuple[List[Tuple[Any, Path, Path]], Path]:
     """For each case: (case, mask path, extras stem); and the measurements stem."""
-    from lumbarseg.inference.cases import case_name
     from lumbarseg.inference.outputs import MASK_SUFFIXES, mask_suffix
+    from lumbarseg.io.cases import case_name
 
     if output.name.lower().endswith(MASK_SUFFIXES):
         if len(cases) != 1:
@@ -73,9 +73,9 @@ def _check_not_input(input_path: Path, cases: List[Any], output: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from lumbarseg.inference.cases import find_cases
     from lumbarseg.inference.outputs import measure, write_mask, write_measurements, write_overlay, write_probabilities
     from lumbarseg.inference.predict import Predictor
+    from lumbarseg.io.cases import find_cases
 
     cases = find_cases(args.input)
     _check_not_input(args.input, cases, args.output)

@@ -14,9 +14,9 @@ import numpy as np
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.evaluation.metrics import SegmentationMetrics
 from lumbarseg.evaluation.report import write_report
-from lumbarseg.inference.cases import Case, find_cases
-from lumbarseg.inference.overlay import comparison_png
 from lumbarseg.io.atomic import atomic_dir
+from lumbarseg.io.cases import Case, find_cases
+from lumbarseg.io.overlay import comparison_png
 from lumbarseg.io.readers import read_png_stack
 from lumbarseg.io.volume import CANONICAL, Volume, reorient
 from lumbarseg.labels import LabelMap

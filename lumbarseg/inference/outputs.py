@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from lumbarseg.inference.overlay import overlay_png
 from lumbarseg.inference.predict import Prediction
 from lumbarseg.io.atomic import atomic_path, write_text
+from lumbarseg.io.overlay import overlay_png
 from lumbarseg.io.readers import write_png_stack, write_volume
 from lumbarseg.io.volume import reorient
 

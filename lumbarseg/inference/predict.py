@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from lumbarseg.errors import LumbarsegError
-from lumbarseg.inference.cases import Case
 from lumbarseg.inference.postprocess import ComponentRule, postprocess
 from lumbarseg.inference.runtimes import Runtime, load_runtime
+from lumbarseg.io.cases import Case
 from lumbarseg.io.intensity import normalize
 from lumbarseg.io.readers import read_volume
 from lumbarseg.io.volume import CANONICAL, Volume, affine_from_spacing, reorient
