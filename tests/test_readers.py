@@ -132,7 +132,7 @@ def test_dicom_series_geometry(tmp_path: Path, orientation: str) -> None:
     volume = _volume(orientation)
     _write_dicom_series(volume, tmp_path / "series")
     back = read_volume(tmp_path / "series")
-    assert back.header["format"] == "dicom"
+    assert back.header.format == "dicom"
     np.testing.assert_array_equal(back.array, volume.array)
     np.testing.assert_allclose(back.affine, volume.affine, atol=1e-3)
 
@@ -149,7 +149,7 @@ def test_png_folder_sorted_by_slice_number_with_given_spacing(tmp_path: Path) ->
     volume = read_volume(tmp_path / "pngs", spacing=(0.9, 0.47, 0.5))
     assert volume.shape == (12, 6, 8)
     assert [int(volume.array[k, 0, 0]) for k in range(12)] == list(range(12))
-    assert volume.orientation == "RIP" and volume.header["geometry"] == "unknown"
+    assert volume.orientation == "RIP" and volume.header.geometry == "unknown"
     np.testing.assert_allclose(volume.spacing, (0.9, 0.47, 0.5))
     assert read_volume(tmp_path / "pngs").spacing == (1.0, 1.0, 1.0)
 

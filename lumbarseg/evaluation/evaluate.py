@@ -27,7 +27,7 @@ PathLike = Union[str, Path]
 def _check_same_grid(pred: Volume, gt: Volume, pred_source: str, gt_source: str) -> None:
     if pred.shape != gt.shape:
         raise LumbarsegError(pred_source, f"grid {pred.shape} differs from the ground truth {gt_source} {gt.shape}")
-    known = "unknown" not in (pred.header.get("geometry"), gt.header.get("geometry"))
+    known = "unknown" not in (pred.header.geometry, gt.header.geometry)
     if known and not np.allclose(pred.affine, gt.affine, atol=1e-3):
         raise LumbarsegError(pred_source, f"geometry (affine) differs from the ground truth {gt_source}")
 

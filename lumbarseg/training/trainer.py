@@ -285,9 +285,16 @@ def _base_metadata(ds: DeepHealthDataset, config: ExperimentConfig, spec: UNetSp
     return model_metadata.ModelMetadata(
         classes=classes, colors=colors, architecture=spec.to_dict(), spacing=list(_spacing(ds, config)),
         input_size=list(config.input_size), normalization=dict(ds.meta.get("normalization") or DEFAULT_NORMALIZATION),
-        training_data={"dataset": ds.name, "description": ds.description,
-                       "slices": {split: len(ds.split.get(split, [])) for split in ("training", "validation")}},
-        engine=engine)
+        training_data=_training_data(ds), engine=engine)
+
+
+def _training_data(ds: DeepHealthDataset) -> Dict[str, Any]:
+    """The dataset's record in the model; ``slice_spacing`` (mm) is what ``predict`` assumes for PNG slices."""
+    record: Dict[str, Any] = {"dataset": ds.name, "description": ds.description,
+                              "slices": {split: len(ds.split.get(split, [])) for split in ("training", "validation")}}
+    if ds.meta.get("slice_spacing"):
+        record["slice_spacing"] = float(ds.meta["slice_spacing"])
+    return record
 
 
 def _spacing(ds: DeepHealthDataset, config: ExperimentConfig) -> Sequence[float]:

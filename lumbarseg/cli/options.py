@@ -1,0 +1,42 @@
+"""Options that several commands share, spelled one way everywhere."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional, Tuple
+
+from lumbarseg.errors import LumbarsegError
+
+SPACING_METAVAR = "ROW,COL[,SLICE]"
+Spacing = Tuple[float, float, Optional[float]]  # row, col, between slices (None: not given)
+
+
+def add_spacing(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--spacing ROW,COL[,SLICE]`` in mm (the old ``--spacing SLICE ROW COL`` still works, with a warning)."""
+    parser.add_argument("--spacing", nargs="+", metavar=SPACING_METAVAR, help=help)
+
+
+def parse_spacing(values: Optional[List[str]]) -> Optional[Spacing]:
+    """(row, col, slice or None) mm from ``--spacing``'s words."""
+    if not values:
+        return None
+    if len(values) == 3 and not any("," in v for v in values):
+        print("lumbarseg: warning: --spacing SLICE ROW COL is deprecated and will be removed; "
+              f"write --spacing {values[1]},{values[2]},{values[0]} (ROW,COL,SLICE)", file=sys.stderr)
+        values = [f"{values[1]},{values[2]},{values[0]}"]
+    text = ",".join(values)
+    try:
+        numbers = [float(v) for v in text.split(",")]
+    except ValueError:
+        numbers = []
+    if len(values) != 1 or len(numbers) not in (2, 3) or min(numbers) <= 0:
+        raise LumbarsegError("--spacing", f"need {SPACING_METAVAR} positive millimetres, got {' '.join(values)!r}")
+    return numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else None
+
+
+def volume_spacing(spacing: Optional[Spacing], slice_default: Optional[float] = None) -> Optional[tuple]:
+    """The API's (slice, row, col) order of volume axes; a slice spacing not given is ``slice_default``."""
+    if spacing is None:
+        return None
+    row, col, between = spacing
+    return (between if between is not None else slice_default, row, col)
