@@ -7,12 +7,9 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Tuple, Type
+from typing import Dict, Tuple
 
 from lumbarseg.errors import LumbarsegError
-
-if TYPE_CHECKING:
-    from lumbarseg.engines.base import Engine
 
 # engine name -> (module, class, pip extra that installs it)
 ENGINES: Dict[str, Tuple[str, str, str]] = {
@@ -47,8 +44,9 @@ def parse_device(text: str) -> Device:
     return Device(match.group(1), ids)
 
 
-def get_engine(name: str) -> Type[Engine]:
-    """The engine class by name, imported on demand with a clear error if its library is missing."""
+def get_engine(name: str) -> type:
+    """The engine class (an ``engines.base.Engine``) by name, imported on demand; a clear error if its library
+    is missing."""
     if name not in ENGINES:
         raise LumbarsegError("--engine", f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
     module_name, class_name, extra = ENGINES[name]
