@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from onnx_models import threshold_model, tiny_metadata
-from test_predict import LABELS, _image_of, _phantom_rip, _write_case
+from volume_synth import LABELS, image_of, phantom_rip, write_case
 
 from lumbarseg.cli import main
 from lumbarseg.cli.options import parse_spacing, volume_spacing
@@ -29,7 +29,7 @@ def model(tmp_path_factory) -> Path:
 def test_predict_folder_isolates_failures_and_writes_the_table(tmp_path: Path, model: Path) -> None:
     cases = tmp_path / "cases"
     cases.mkdir()
-    expected = _write_case(cases / "a.nii.gz")
+    expected = write_case(cases / "a.nii.gz")
     (cases / "broken.nii.gz").write_bytes(b"not a volume" * 30)
     seen = []
     result = predict_folder(cases, tmp_path / "out", model, on_error=seen.append)
@@ -47,7 +47,7 @@ def test_predict_folder_isolates_failures_and_writes_the_table(tmp_path: Path, m
 
 def test_png_slices_assume_the_training_slice_spacing(tmp_path: Path, model: Path) -> None:
     (tmp_path / "pngs").mkdir()
-    for k, plane in enumerate((_image_of(_phantom_rip()) // 4).astype(np.uint8)):
+    for k, plane in enumerate((image_of(phantom_rip()) // 4).astype(np.uint8)):
         cv2.imwrite(str(tmp_path / "pngs" / f"s_slice{k + 1}.png"), plane)
     predictor = Predictor(model)
     assumed = predictor.read(tmp_path / "pngs")
@@ -70,8 +70,8 @@ def test_spacing_is_row_col_slice_everywhere_and_the_old_form_warns(capsys) -> N
 
 def test_cli_predict_takes_the_comma_spacing(tmp_path: Path, model: Path, capsys) -> None:
     (tmp_path / "pngs").mkdir()
-    classes = _phantom_rip()
-    for k, plane in enumerate((_image_of(classes) // 4).astype(np.uint8)):
+    classes = phantom_rip()
+    for k, plane in enumerate((image_of(classes) // 4).astype(np.uint8)):
         cv2.imwrite(str(tmp_path / "pngs" / f"s_slice{k + 1}.png"), plane)
     assert main(["predict", "-i", str(tmp_path / "pngs"), "-o", str(tmp_path / "o"), "--model", str(model),
                  "--spacing", "0.5,0.7,2"]) == 0
