@@ -296,8 +296,9 @@ class EddlEngine(Engine):
     @classmethod
     def from_onnx(cls, path: Path, spec: UNetSpec, device: Device = Device(), threads: Optional[int] = None,
                   seed: int = 0, input_size: Optional[Sequence[int]] = None, **kwargs: Any) -> EddlEngine:
-        """Import with ``eddl.import_net_from_onnx_file`` at (H, W) = ``input_size`` (else the metadata's
-        ``input_size``, else 2**(depth+1) square) and adopt its weights; other sizes are rebuilt on demand."""
+        """An engine with the weights of any ONNX U-Net of ``spec`` (read by structure, as the PyTorch engine
+        reads them), built at (H, W) = ``input_size`` (else the metadata's ``input_size``, else 2**(depth+1)
+        square); other sizes are built on demand."""
         path = Path(path)
         size = _import_size(path, spec, input_size)
         engine = cls(spec, device, threads, seed, input_size=size, **kwargs)

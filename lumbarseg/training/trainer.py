@@ -23,7 +23,8 @@ import numpy as np
 
 from lumbarseg.config import STOP_METRICS, ExperimentConfig, load_config, sized_augmentation
 from lumbarseg.data.deephealth_yaml import DeepHealthDataset, load_dataset
-from lumbarseg.engines.base import Device, Engine, get_engine, parse_device
+from lumbarseg.engines.base import Engine
+from lumbarseg.engines.registry import Device, get_engine, parse_device
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_path, write_text
 from lumbarseg.io.intensity import DEFAULT_NORMALIZATION

@@ -10,8 +10,9 @@ pytest.importorskip("pyeddl", reason="pyeddl not installed (DeepHealth extra: pi
 
 from synthetic_training import TINY_CONFIG, make_dataset, tiny_config  # noqa: E402
 
-from lumbarseg.engines.base import Device, LossConfig, OptimizerConfig, get_engine  # noqa: E402
+from lumbarseg.config import LossConfig, OptimizerConfig  # noqa: E402
 from lumbarseg.engines.eddl_engine import EddlEngine  # noqa: E402
+from lumbarseg.engines.registry import Device, get_engine  # noqa: E402
 from lumbarseg.errors import LumbarsegError  # noqa: E402
 from lumbarseg.networks.unet import UNetSpec  # noqa: E402
 
@@ -110,7 +111,7 @@ def test_bad_configuration():
 def test_dldataset_source_matches_the_portable_loader(tmp_path):
     pytest.importorskip("pyecvl.ecvl", reason="pyecvl not installed")
     from lumbarseg.data.deephealth_yaml import load_dataset
-    from lumbarseg.engines.eddl_engine import DLDatasetSource
+    from lumbarseg.engines.ecvl_source import DLDatasetSource
     from lumbarseg.training.trainer import SliceLoaderSource
 
     ds = load_dataset(make_dataset(tmp_path / "data", n_train=5, n_val=3))

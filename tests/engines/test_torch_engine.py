@@ -6,7 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the PyTorch engine needs torch")
 
-from lumbarseg.engines.base import Device, LossConfig, OptimizerConfig, get_engine  # noqa: E402
+from lumbarseg.config import LossConfig, OptimizerConfig  # noqa: E402
+from lumbarseg.engines.registry import Device, get_engine  # noqa: E402
 from lumbarseg.engines.torch_engine import BN_MOMENTUM, TorchEngine, UNet, segmentation_loss  # noqa: E402
 from lumbarseg.errors import LumbarsegError  # noqa: E402
 from lumbarseg.networks.unet import UNetSpec  # noqa: E402
