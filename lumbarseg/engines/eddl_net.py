@@ -110,10 +110,6 @@ def fix_batchnorm_gradients(net: Any) -> None:
                     gradient.mult_(positions)
 
 
-def _output(net: Any) -> np.ndarray:
-    return np.asarray(eddl.getOutput(eddl.getOut(net)[0]).getdata(), dtype=np.float32)  # getdata() copies
-
-
 def bin_shapes(path: Path) -> List[Tuple[int, ...]]:
     """Tensor shapes in an EDDL ``bin`` file (per tensor: int32 ndim, int32 dims, float32 data)."""
     data = path.read_bytes()
