@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from lumbarseg.cli.options import add_spacing, parse_spacing, volume_spacing
+from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
 from lumbarseg.engines.registry import DEVICE_HELP, RUNTIMES
 from lumbarseg.errors import LumbarsegError
 
@@ -15,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="Dice, IoU, HD95, ASSD per case and class, with a report",
         description="Either --pred P --gt G (files, or folders matched by case name) or --dataset DS.yml --split S.",
+        formatter_class=Formatter,
     )
     parser.add_argument("--pred", type=Path, help="predicted mask file or folder")
     parser.add_argument("--gt", type=Path, help="ground-truth mask file or folder")
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="raw mask values -> classes: built-in name or YAML (default: spider-png)")
     parser.add_argument("--pred-label-map", default=None, help="label map of the predictions (default: --label-map)")
     parser.add_argument("--images", type=Path, default=None, help="images matched by case name, for the overlays")
-    add_spacing(parser, "voxel size in mm for PNG slice stacks (default 1 mm; SLICE default 1 mm)")
+    add_spacing(parser, "voxel size in mm for PNG slice stacks (default 1 mm each)")
     parser.add_argument("--dataset", type=Path, help="DeepHealth dataset YAML: predict and score a split")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: models/lumbarseg-spine-t2.onnx)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from lumbarseg.errors import LumbarsegError
 
@@ -11,9 +11,27 @@ SPACING_METAVAR = "ROW,COL[,SLICE]"
 Spacing = Tuple[float, float, Optional[float]]  # row, col, between slices (None: not given)
 
 
+class _SpacingAction(argparse.Action):
+    """Takes one word, or the deprecated three; shown in help as the one word."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        setattr(namespace, self.dest, values)
+
+
+class Formatter(argparse.HelpFormatter):
+    """The default formatter, except that ``--spacing`` shows as ``--spacing ROW,COL[,SLICE]``."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if isinstance(action, _SpacingAction):
+            return SPACING_METAVAR
+        return super()._format_args(action, default_metavar)
+
+
 def add_spacing(parser: argparse.ArgumentParser, help: str) -> None:
-    """``--spacing ROW,COL[,SLICE]`` in mm (the old ``--spacing SLICE ROW COL`` still works, with a warning)."""
-    parser.add_argument("--spacing", nargs="+", metavar=SPACING_METAVAR, help=help)
+    """``--spacing ROW,COL[,SLICE]`` in mm (the old ``--spacing SLICE ROW COL`` still works, with a warning);
+    create ``parser`` with ``formatter_class=Formatter``."""
+    parser.add_argument("--spacing", nargs="+", action=_SpacingAction, metavar=SPACING_METAVAR, help=help)
 
 
 def parse_spacing(values: Optional[List[str]]) -> Optional[Spacing]:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lumbarseg.cli.options import add_spacing, parse_spacing, volume_spacing
+from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
 from lumbarseg.engines.registry import RUNTIMES
 
 
@@ -13,6 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="segment a volume (NIfTI, MetaImage, DICOM series, PNG slices) or a folder of cases",
         description="Label vertebrae, discs and spinal canal. The mask keeps the input's grid and geometry.",
+        formatter_class=Formatter,
     )
     parser.add_argument("-i", "--input", required=True, type=Path,
                         help="a volume file, a DICOM series or PNG slice folder, or a folder of cases")
