@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from lumbarseg.cli.limits import add_limit_options
 from lumbarseg.errors import LumbarsegError
 
 RUNTIME_CHOICES = ("onnxruntime", "torch", "eddl")
@@ -30,10 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="keep the raw argmax (no component filtering or hole filling)")
     parser.add_argument("--overlay", action="store_true", help="also write a PNG mosaic of slices with the labels")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("SLICE", "ROW", "COL"),
-                        help="voxel size in mm for PNG slice input (default: the model's in-plane spacing)")
+                        help="voxel size in mm for inputs without one: PNG slices (default: the model's in-plane "
+                             "spacing) and NIfTI files whose voxel sizes are zero, negative or NaN (refused without)")
     parser.add_argument("--batch-size", type=int, default=2, help="slices per inference batch (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_limit_options(parser)
     parser.set_defaults(func=run)
 
 
