@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
@@ -19,6 +20,7 @@ from lumbarseg.io import limits
 from lumbarseg.io.volume import CANONICAL
 
 PathLike = Union[str, Path]
+_FD_LOCK = threading.RLock()  # fd 2 is process-wide: one reader at a time swaps it
 
 
 def raw_nifti_zooms(image: Any, path: Path) -> Optional[Tuple[float, ...]]:
@@ -106,11 +108,12 @@ def check_dicom_series(folder: Path, files: Sequence[str]) -> None:
 
     positions: List[np.ndarray] = []
     normal: Optional[np.ndarray] = None
-    rows = cols = 0
+    rows = cols = frames = 0
     for name in files:
         try:
             ds = pydicom.dcmread(name, stop_before_pixels=True, force=True)
             rows, cols = max(rows, int(ds.get("Rows", 0) or 0)), max(cols, int(ds.get("Columns", 0) or 0))
+            frames += max(1, int(ds.get("NumberOfFrames", 1) or 1))
             position, orientation = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
             if position is not None and orientation is not None and len(position) == 3 and len(orientation) == 6:
                 if normal is None:
@@ -120,17 +123,21 @@ def check_dicom_series(folder: Path, files: Sequence[str]) -> None:
         except Exception as exc:  # pydicom raises InvalidDicomError, ValueError, struct.error, ...
             detail = f"{type(exc).__name__}: {str(exc)[:120]}"
             raise LumbarsegError(name, f"unreadable DICOM header ({detail})") from None
-    limits.check_volume((cols, rows, len(files)), folder, "DICOM series", slice_axes=(0, 1))
+    limits.check_volume((cols, rows, frames), folder, "DICOM series", slice_axes=(0, 1))
     if normal is None or len(positions) != len(files) or len(files) < 3:
         return
     order = np.argsort([float(p @ normal) for p in positions])
     distance = np.array([float(positions[i] @ normal) for i in order])
     steps = np.diff(distance)
     typical = float(np.median(steps))
+    if typical <= 1e-6:
+        doubled = int(np.count_nonzero(steps <= 1e-6))
+        raise LumbarsegError(folder, f"non-uniform sampling: {doubled} of {len(files)} slices repeat a position "
+                                     "(two series or doubled files in one folder?)")
     worst = int(np.argmax(np.abs(steps - typical)))
-    if typical <= 0 or abs(steps[worst] - typical) > max(0.01, 0.1 * typical):
+    if abs(steps[worst] - typical) > max(0.01, 0.1 * typical):
         pair = " and ".join(sorted(Path(files[int(order[i])]).name for i in (worst, worst + 1)))
-        others = [p.name for p in folder.iterdir() if p.is_file() and str(p) not in set(map(str, files))]
+        others = sorted(p.name for p in folder.iterdir() if p.is_file() and str(p) not in set(map(str, files)))
         extra = f"; {len(others)} file(s) not in the series, e.g. {others[0]}" if others else ""
         raise LumbarsegError(folder, f"non-uniform sampling: slice spacing {steps[worst]:.3g} mm between {pair} where "
                                      f"the series has {typical:.3g} mm (a slice missing, doubled or corrupt){extra}")
@@ -142,6 +149,12 @@ def quiet_libraries() -> Iterator[None]:
 
     What C++ code printed is kept and folded into the error if the read fails, else dropped.
     """
+    with _FD_LOCK, _quiet():
+        yield
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
     import SimpleITK as sitk
 
     itk_warnings = sitk.ProcessObject.GetGlobalWarningDisplay()

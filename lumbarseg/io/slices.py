@@ -28,6 +28,9 @@ def read_grey(path: PathLike) -> np.ndarray:
         width, height = struct.unpack(">II", head[16:24])
         limits.check_volume((height, width), path, "PNG image")
         limits.check_slice((height, width), path, "PNG image")
+    # OpenCV logs "[ERROR] ... readHeader" itself for a broken file; the error below says it in one line.
+    # (Its log level, not fd 2: loader threads read slices concurrently.)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None or data.size == 0:
         raise LumbarsegError(path, "cannot decode image (corrupt or unsupported format)")
