@@ -69,7 +69,7 @@ def _to_index(raw: np.ndarray, candidates: Candidates, source: str, flag: str) -
             error = exc
     tried = ", ".join(name for name, _ in candidates)
     raise LumbarsegError(source, f"{error.problem if error else 'no label map'} (tried {tried}; "
-                                 f"add {flag} NAME|FILE.yml)")
+                                 f"pass the masks' label map with {flag} NAME|FILE.yml)")
 
 
 def _label_maps(label_map: Union[str, LabelMap, None], pred_label_map: Union[str, LabelMap, None],
@@ -88,7 +88,8 @@ def _label_maps(label_map: Union[str, LabelMap, None], pred_label_map: Union[str
     else:
         gt = [(f"--label-map {label_map}" if isinstance(label_map, str) else "--label-map", load(label_map))]
     if pred_label_map is not None:
-        return gt, [("--pred-label-map", load(pred_label_map))]
+        shown = f"--pred-label-map {pred_label_map}" if isinstance(pred_label_map, str) else "--pred-label-map"
+        return gt, [(shown, load(pred_label_map))]
     if model is not None:
         from lumbarseg.model import metadata
 

@@ -26,7 +26,6 @@ def read_grey(path: PathLike) -> np.ndarray:
         head = stream.read(24)
     if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":  # the size from the header, before decoding
         width, height = struct.unpack(">II", head[16:24])
-        limits.check_volume((height, width), path, "PNG image")
         limits.check_slice((height, width), path, "PNG image")
     # OpenCV logs "[ERROR] ... readHeader" itself for a broken file; the error below says it in one line.
     # (Its log level, not fd 2: loader threads read slices concurrently.)
