@@ -217,7 +217,9 @@ def predict(input: Union[PathLike, Volume, Case], model: Optional[PathLike] = No
     ``model`` defaults to the shipped ``models/lumbarseg-spine-t2.onnx``. ``tta`` is False, True
     (anterior-posterior mirror) or a list of flips from ``("ap", "si")``. ``postprocess`` is True
     (per-class defaults of :mod:`lumbarseg.inference.postprocess`), False, or ``{class: ComponentRule}``.
-    ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry.
+    ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry, and NIfTI files
+    whose voxel sizes are zero, negative or NaN (refused without it). Sizes over
+    :mod:`lumbarseg.io.limits` (``set_limits`` raises them) are refused before allocating.
     """
     predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)
     return predictor(input, probabilities=probabilities, spacing=spacing)
