@@ -408,3 +408,11 @@ def test_from_slices_without_spacing_warns_then_train_takes_spacing(tmp: Path) -
     from lumbarseg.model import metadata
 
     assert metadata.read(tmp / "out" / "run" / "best.onnx").spacing == [0.5, 0.25]  # 32 px slices at input 32
+
+
+def test_a_limit_flag_raises_the_limit(tmp: Path) -> None:
+    """The series refused at --max-voxels 500 (600 voxels) is segmented at --max-voxels 600."""
+    dicom_series(tmp / "in" / "series")
+    result = run_cli(predict(tmp / "in" / "series", "--max-voxels", "600"))
+    assert result.returncode == 0, result.stderr
+    assert nib.load(str(tmp / "out" / "mask.nii.gz")).shape == (10, 12, 5)
