@@ -32,6 +32,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        if hasattr(args, "max_voxels"):
+            from lumbarseg.io.limits import set_limits
+
+            set_limits(args.max_voxels, args.max_slice_pixels)
         return int(args.func(args) or 0)
     except LumbarsegError as exc:
         print(f"lumbarseg: error: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Dict, Tuple
 
+from lumbarseg.cli.limits import add_limit_options
 from lumbarseg.cli.options import SPACING_METAVAR, parse_spacing
 from lumbarseg.data.patterns import DEFAULT_SLICE_PATTERN, DEFAULT_VOLUME_PATTERN, SPIDER_SPACING
 from lumbarseg.data.split import SPLITS
@@ -56,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
+    add_limit_options(parser)
     parser.add_argument("--label-map", required=True,
                         help="built-in name (spider-png, spider) or YAML file: class -> raw values/ranges")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.yml",
@@ -101,6 +103,9 @@ def _from_slices(args: argparse.Namespace) -> int:
     spacing = [v for v in parsed if v is not None] if parsed else None  # row, col[, slice]
     dataset = from_slices(args.images, args.masks, args.output, label_map, pattern=args.pattern,
                           split=_split_spec(args), spacing=spacing, name=args.name, overwrite=args.overwrite)
+    if spacing is None:  # PNG slices carry no geometry: say now what train would only say later
+        print(f"lumbarseg: warning: {args.output}: pixel spacing unknown (no --spacing ROW,COL[,SLICE]); "
+              f"train will need --spacing ROW,COL (SPIDER: {','.join(map(str, SPIDER_SPACING[:2]))})", file=sys.stderr)
     return _report_built(dataset)
 
 

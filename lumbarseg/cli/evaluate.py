@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from lumbarseg.cli.limits import add_limit_options
 from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
 from lumbarseg.engines.registry import DEVICE_HELP, RUNTIMES
 from lumbarseg.errors import LumbarsegError
@@ -19,18 +20,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--pred", type=Path, help="predicted mask file or folder")
     parser.add_argument("--gt", type=Path, help="ground-truth mask file or folder")
-    parser.add_argument("--label-map", default="spider-png",
-                        help="raw mask values -> classes: built-in name or YAML (default: spider-png)")
-    parser.add_argument("--pred-label-map", default=None, help="label map of the predictions (default: --label-map)")
+    parser.add_argument("--label-map", default=None,
+                        help="ground truth's raw values -> classes: built-in name or YAML "
+                             "(default: spider-png or class indices 0-3, whichever fits)")
+    parser.add_argument("--pred-label-map", default=None,
+                        help="label map of the predictions (default: --model's label values, else class indices "
+                             "as lumbarseg predict writes them, else --label-map)")
     parser.add_argument("--images", type=Path, default=None, help="images matched by case name, for the overlays")
     add_spacing(parser, "voxel size in mm for PNG slice stacks (default 1 mm each)")
     parser.add_argument("--dataset", type=Path, help="DeepHealth dataset YAML: predict and score a split")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
-    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: models/lumbarseg-spine-t2.onnx)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="ONNX model (default: models/lumbarseg-spine-t2.onnx); with --pred: its label values "
+                             "read the predictions")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
     parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("-o", "--output", required=True, type=Path, help="report folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    add_limit_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -45,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.pred is not None and args.gt is not None:
         summary = evaluate_folders(args.pred, args.gt, args.output, args.label_map, args.pred_label_map, args.images,
                                    volume_spacing(parse_spacing(args.spacing), slice_default=1.0),
-                                   overwrite=args.overwrite)
+                                   overwrite=args.overwrite, model=args.model)
     else:
         raise LumbarsegError("evaluate", "give --pred and --gt, or --dataset")
     short = {name: {m: stats[m]["mean"] for m in ("dice", "hd95")} for name, stats in summary.items()}

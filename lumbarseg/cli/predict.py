@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lumbarseg.cli.limits import add_limit_options
 from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
 from lumbarseg.engines.registry import RUNTIMES
 
@@ -28,11 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-postprocess", action="store_true",
                         help="keep the raw argmax (no component filtering or hole filling)")
     parser.add_argument("--overlay", action="store_true", help="also write a PNG mosaic of slices with the labels")
-    add_spacing(parser, "voxel size in mm for PNG slice input (default: the model's in-plane spacing; SLICE: the "
-                        "model's training slice spacing, else 1 mm)")
+    add_spacing(parser, "voxel size in mm for inputs without one: PNG slices (default: the model's in-plane "
+                        "spacing; SLICE: the model's training slice spacing, else 1 mm) and NIfTI files whose voxel "
+                        "sizes are zero, negative or NaN (refused without)")
     parser.add_argument("--batch-size", type=int, default=2, help="slices per inference batch (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_limit_options(parser)
     parser.set_defaults(func=run)
 
 

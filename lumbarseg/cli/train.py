@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from lumbarseg.config import OPTIMIZERS, SCHEDULES
 from lumbarseg.engines.registry import DEVICE_HELP, ENGINES
@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     overrides.add_argument("--depth", type=int)
     overrides.add_argument("--base-filters", type=int)
     overrides.add_argument("--patience", type=int, help="early stopping patience (epochs)")
+    overrides.add_argument("--spacing", metavar="ROW,COL",
+                           help="pixel spacing (mm) of the dataset's slices; overrides the dataset's and the config's "
+                                "(needed when the dataset was built without --spacing)")
     parser.set_defaults(func=run)
 
 
@@ -49,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
     given: Dict[str, Any] = {flag: getattr(args, flag) for flag in OVERRIDES if getattr(args, flag) is not None}
     if args.resume is not None:
-        fixed = [name for name, value in (("--config", args.config), ("--out", args.out), ("--init", args.init))
-                 if value is not None] + ["--" + flag.replace("_", "-") for flag in given]
+        fixed = [name for name, value in (("--config", args.config), ("--out", args.out), ("--init", args.init),
+                                          ("--spacing", args.spacing)) if value is not None]
+        fixed += ["--" + flag.replace("_", "-") for flag in given]
         if fixed:
             raise LumbarsegError("--resume", f"a resumed run keeps its config; drop {', '.join(fixed)}")
         result = resume(args.resume, device=args.device, dataset=args.dataset, progress=not args.no_progress)
@@ -59,9 +63,21 @@ def run(args: argparse.Namespace) -> int:
             raise LumbarsegError("lumbarseg train", "needs --dataset DS.yml and --out RUN_DIR (or --resume RUN_DIR)")
         config = load_config(args.config, {OVERRIDES[flag]: value for flag, value in given.items()})
         result = train(args.dataset, config, args.out, engine=args.engine, device=args.device or "cpu",
-                       init=args.init, progress=not args.no_progress)
+                       init=args.init, progress=not args.no_progress, spacing=_spacing(args.spacing))
     best = f"best epoch {result.best_epoch} (validation mean Dice {result.best_dice:.3f})" \
         if result.best_epoch else "no epoch finished"
     print(f"{result.run_dir}: {result.epochs_done} epochs, {best}"
           + (", stopped early" if result.stopped_early else ""))
     return 0
+
+
+def _spacing(text: Optional[str]) -> Optional[List[float]]:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise LumbarsegError("--spacing", f"{text!r} is not ROW,COL in mm") from None
+    if len(values) != 2 or min(values) <= 0:
+        raise LumbarsegError("--spacing", f"{text!r} is not ROW,COL positive millimetres")
+    return values

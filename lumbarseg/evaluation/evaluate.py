@@ -45,7 +45,8 @@ def _remap(indices: np.ndarray, from_classes: Sequence[str], to_classes: Sequenc
 
 def _pair_cases(pred: Path, gt: Path) -> List[Tuple[Case, Case]]:
     pred_cases, gt_cases = find_cases(pred), find_cases(gt)
-    if len(pred_cases) == 1 and len(gt_cases) == 1:  # one case each: pair them whatever their names
+    explicit = [len(cases) == 1 and cases[0].path == path for cases, path in ((pred_cases, pred), (gt_cases, gt))]
+    if all(explicit):  # two volumes named on the command line: pair them whatever their names
         return [(pred_cases[0], gt_cases[0])]
     by_name = {c.name: c for c in pred_cases}
     missing = [c.name for c in gt_cases if c.name not in by_name]
@@ -55,25 +56,66 @@ def _pair_cases(pred: Path, gt: Path) -> List[Tuple[Case, Case]]:
     return [(by_name[c.name], c) for c in gt_cases]
 
 
+Candidates = List[Tuple[str, LabelMap]]
+
+
+def _to_index(raw: np.ndarray, candidates: Candidates, source: str, flag: str) -> Tuple[np.ndarray, LabelMap]:
+    """Class indices by the first label map that knows every value; else one error naming the flag to add."""
+    error: Optional[LumbarsegError] = None
+    for _, label_map in candidates:
+        try:
+            return label_map.to_index(raw, source), label_map
+        except LumbarsegError as exc:
+            error = exc
+    tried = ", ".join(name for name, _ in candidates)
+    raise LumbarsegError(source, f"{error.problem if error else 'no label map'} (tried {tried}; "
+                                 f"pass the masks' label map with {flag} NAME|FILE.yml)")
+
+
+def _label_maps(label_map: Union[str, LabelMap, None], pred_label_map: Union[str, LabelMap, None],
+                model: Optional[PathLike]) -> Tuple[Candidates, Optional[Candidates]]:
+    """Label maps to try for the ground truth and for the predictions (None: class indices, then the truth's map).
+
+    Defaults: the ground truth is ``spider-png`` or class indices; the predictions follow ``model``'s
+    metadata when given, else class indices (what ``lumbarseg predict`` writes), else the truth's map.
+    """
+    def load(value: Union[str, LabelMap]) -> LabelMap:
+        return value if isinstance(value, LabelMap) else LabelMap.load(value)
+
+    if label_map is None:
+        spider = LabelMap.load("spider-png")
+        gt = [("spider-png", spider), ("class indices 0-3", LabelMap.from_classes(spider.classes))]
+    else:
+        gt = [(f"--label-map {label_map}" if isinstance(label_map, str) else "--label-map", load(label_map))]
+    if pred_label_map is not None:
+        shown = f"--pred-label-map {pred_label_map}" if isinstance(pred_label_map, str) else "--pred-label-map"
+        return gt, [(shown, load(pred_label_map))]
+    if model is not None:
+        from lumbarseg.model import metadata
+
+        return gt, [(f"the label values of {model}", metadata.read(model).label_map)]
+    return gt, None
+
+
 def _canonical(volume: Volume, array: np.ndarray) -> np.ndarray:
     return reorient(volume.with_array(array), CANONICAL)[0].array
 
 
-def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map: Union[str, LabelMap] = "spider-png",
+def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map: Union[str, LabelMap, None] = None,
                      pred_label_map: Union[str, LabelMap, None] = None, images: Optional[PathLike] = None,
                      spacing: Optional[Sequence[float]] = None, overwrite: bool = False,
-                     progress: bool = True) -> Dict[str, Any]:
+                     progress: bool = True, model: Optional[PathLike] = None) -> Dict[str, Any]:
     """Score predicted masks against ground truth (files, or folders matched by case name); writes the report.
 
-    ``label_map`` maps the ground truth's raw values to classes, ``pred_label_map`` the prediction's
-    (default: the same). ``images`` (matched by name) puts the overlays on the images.
-    ``spacing`` (slice, row, col mm) is for PNG stacks, which carry no geometry.
+    ``label_map`` maps the ground truth's raw values to classes (default: ``spider-png`` or class
+    indices, whichever fits), ``pred_label_map`` the prediction's (default: ``model``'s label values
+    when given, else class indices, else the ground truth's map). ``images`` (matched by name) puts
+    the overlays on the images. ``spacing`` (slice, row, col mm) is for PNG stacks, which carry no geometry.
     """
     from tqdm import tqdm
 
-    gt_map = label_map if isinstance(label_map, LabelMap) else LabelMap.load(label_map)
-    pred_map = gt_map if pred_label_map is None else (
-        pred_label_map if isinstance(pred_label_map, LabelMap) else LabelMap.load(pred_label_map))
+    gt_maps, pred_maps = _label_maps(label_map, pred_label_map, model)
+    gt_map = gt_maps[0][1]
     pairs = _pair_cases(Path(pred), Path(gt))
     image_cases = {c.name: c for c in find_cases(images)} if images is not None else {}
     metrics = SegmentationMetrics(gt_map.classes)
@@ -84,9 +126,11 @@ def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map:
                                            file=sys.stderr):
                 p_vol, g_vol = pred_case.read(spacing), gt_case.read(spacing)
                 _check_same_grid(p_vol, g_vol, pred_case.source, gt_case.source)
-                p_idx = _remap(pred_map.to_index(p_vol.array, pred_case.source), pred_map.classes, gt_map.classes,
-                               pred_case.source)
-                g_idx = gt_map.to_index(g_vol.array, gt_case.source)
+                g_idx, case_map = _to_index(g_vol.array, gt_maps, gt_case.source, "--label-map")
+                tried = pred_maps or [("class indices", LabelMap.from_classes(case_map.classes)),
+                                      ("the ground truth's label map", case_map)]
+                p_idx, pred_map = _to_index(p_vol.array, tried, pred_case.source, "--pred-label-map")
+                p_idx = _remap(p_idx, pred_map.classes, gt_map.classes, pred_case.source)
                 metrics(p_idx, g_idx, g_vol.spacing, gt_case.name)
                 image = None
                 if gt_case.name in image_cases:

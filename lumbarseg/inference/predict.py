@@ -21,6 +21,7 @@ import numpy as np
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.inference.postprocess import ComponentRule, postprocess
 from lumbarseg.inference.runtimes import Runtime, load_runtime
+from lumbarseg.io import limits
 from lumbarseg.io.cases import Case
 from lumbarseg.io.intensity import normalize
 from lumbarseg.io.readers import read_volume
@@ -152,6 +153,10 @@ class Predictor:
         volume = image if isinstance(image, Volume) else self.read(image, spacing)
         meta = self.metadata
         canonical, undo = reorient(volume, meta.orientation)
+        in_plane = canonical.spacing[1:]
+        limits.check_volume((canonical.shape[0], *self._resampled_size(canonical.shape[1:], in_plane)),
+                            volume.source or "input", f"slices of {in_plane[0]:g} x {in_plane[1]:g} mm pixels "
+                            f"resampled to the model's {meta.spacing[0]:g} x {meta.spacing[1]:g} mm", slice_axes=(1, 2))
         data = normalize(canonical.array, meta.normalization)
         probs = self._infer_volume(data, canonical.spacing[1:], progress)  # (C, S, rows, cols), canonical grid
         indices = _argmax_classes(probs)
@@ -175,8 +180,7 @@ class Predictor:
         """Probabilities (C, S, H, W) for normalised canonical slices ``data`` (S, H, W) of ``spacing`` (row, col)."""
         meta = self.metadata
         slices, rows, cols = data.shape
-        target_rows = max(1, int(round(rows * spacing[0] / meta.spacing[0])))
-        target_cols = max(1, int(round(cols * spacing[1] / meta.spacing[1])))
+        target_rows, target_cols = self._resampled_size((rows, cols), spacing)
         resized = _resize_stack(data, target_rows, target_cols, cv2.INTER_LINEAR)
         divisor = meta.spec.divisor
         pad_rows, pad_cols = (-target_rows) % divisor, (-target_cols) % divisor
@@ -190,6 +194,11 @@ class Predictor:
             if progress is not None:
                 progress.update(len(batch))
         return out
+
+    def _resampled_size(self, size: Sequence[int], spacing: Sequence[float]) -> Tuple[int, int]:
+        """(rows, cols) of a slice of ``size`` pixels of ``spacing`` mm resampled to the model's spacing."""
+        model = self.metadata.spacing
+        return tuple(max(1, int(round(n * s / m))) for n, s, m in zip(size, spacing, model))  # type: ignore[return-value]
 
     def _infer_batch(self, batch: np.ndarray) -> np.ndarray:
         flips = _flip_sets(self.tta)
@@ -212,7 +221,9 @@ def predict(input: Union[PathLike, Volume, Case], model: Optional[PathLike] = No
     ``model`` defaults to the shipped ``models/lumbarseg-spine-t2.onnx``. ``tta`` is False, True
     (anterior-posterior mirror) or a list of flips from ``("ap", "si")``. ``postprocess`` is True
     (per-class defaults of :mod:`lumbarseg.inference.postprocess`), False, or ``{class: ComponentRule}``.
-    ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry (see :meth:`Predictor.read`).
+    ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry, and NIfTI files
+    whose voxel sizes are zero, negative or NaN (refused without it). Sizes over
+    :mod:`lumbarseg.io.limits` (``set_limits`` raises them) are refused before allocating.
     Many cases at once, with outputs written: :func:`lumbarseg.inference.batch.predict_folder`.
     """
     predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)

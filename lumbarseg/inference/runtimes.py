@@ -29,6 +29,10 @@ class Runtime:
         expected = (images.shape[0], len(self.metadata.classes), *images.shape[2:])
         if probabilities.shape != expected:
             raise LumbarsegError(self.path, f"model output has shape {probabilities.shape}, expected {expected}")
+        if not np.isfinite(probabilities).all():  # NaN would argmax to background: a silent empty mask
+            bad = int(probabilities.size - np.count_nonzero(np.isfinite(probabilities)))
+            raise LumbarsegError(self.path, f"model output holds {bad} NaN/Inf values of {probabilities.size} "
+                                            "(broken weights, or an input far outside the training range)")
         return probabilities
 
 

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from lumbarseg.errors import LumbarsegError
+from lumbarseg.io import checks, limits
 from lumbarseg.io.atomic import atomic_dir, atomic_path
 from lumbarseg.io.slices import read_grey, write_png
 from lumbarseg.io.volume import CANONICAL, Header, Volume, affine_from_spacing
@@ -62,13 +63,18 @@ def volume_format(path: PathLike) -> str:
 
 
 def read_volume(path: PathLike, spacing: Optional[Sequence[float]] = None) -> Volume:
-    """Read a 3D volume from any supported format; ``spacing`` (mm, array axes) is for PNG folders."""
+    """Read a 3D volume from any supported format.
+
+    ``spacing`` (slice, row, col mm in the canonical RIP order) is for inputs that carry none: PNG
+    folders, and NIfTI files whose voxel sizes are zero, negative or NaN (refused without it).
+    Grids over :mod:`lumbarseg.io.limits` are refused from the header, before the voxels are read.
+    """
     path = Path(path)
     fmt = volume_format(path)
     if not path.exists():
         raise LumbarsegError(path, "no such file or folder")
     if fmt == "nifti":
-        volume = _read_nifti(path)
+        volume = _read_nifti(path, spacing)
     elif fmt == "metaimage":
         volume = _read_itk_file(path)
     elif fmt == "dicom":
@@ -125,17 +131,23 @@ def _check_affine(affine: np.ndarray, source: PathLike) -> np.ndarray:
 # --- NIfTI ----------------------------------------------------------------------------------------
 
 
-def _read_nifti(path: Path) -> Volume:
+def _read_nifti(path: Path, spacing: Optional[Sequence[float]] = None) -> Volume:
     import nibabel as nib
 
-    try:
-        image = nib.load(str(path))
-        array = np.asanyarray(image.dataobj)
-    except Exception as exc:  # nibabel raises ImageFileError, EOFError, OSError, zlib errors, ...
-        raise LumbarsegError(path, f"not a readable NIfTI file ({_short(exc)})") from None
+    with checks.quiet_libraries():
+        try:
+            image = nib.load(str(path))  # the header only; nibabel silently "fixes" bad voxel sizes to 1
+            raw_zooms = checks.raw_nifti_zooms(image, path)
+            limits.check_volume(image.shape, path)
+            array = np.asanyarray(image.dataobj)
+        except LumbarsegError:
+            raise
+        except Exception as exc:  # nibabel raises ImageFileError, EOFError, OSError, zlib errors, ...
+            raise LumbarsegError(path, f"not a readable NIfTI file ({_short(exc)})") from None
     array = _as_3d(np.asarray(array), path)
-    affine = _check_affine(image.affine, path)
-    return Volume(array, affine, str(path), Header("nifti", nifti_header=image.header.copy()))
+    checks.check_scaling(array, image, path)
+    affine = checks.nifti_affine(image, raw_zooms, spacing, path)
+    return Volume(array, _check_affine(affine, path), str(path), Header("nifti", nifti_header=image.header.copy()))
 
 
 def _write_nifti(volume: Volume, path: Path) -> None:
@@ -196,10 +208,17 @@ def _volume_to_itk(volume: Volume) -> Any:
 def _read_itk_file(path: Path) -> Volume:
     import SimpleITK as sitk
 
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise LumbarsegError(path, f"not a readable MetaImage file ({_itk_message(exc)})") from None
+    checks.check_metaimage_data_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with checks.quiet_libraries():
+        try:
+            reader.ReadImageInformation()  # the header: check the size before the voxels are allocated
+            size = reader.GetSize()
+            limits.check_volume(size, path)
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise LumbarsegError(path, f"not a readable MetaImage file ({_itk_message(exc)})") from None
     return _itk_to_volume(image, path, Header("metaimage"))
 
 
@@ -226,14 +245,11 @@ def _write_itk(volume: Volume, path: Path) -> None:
 def _dicom_series_ids(folder: Path) -> List[str]:
     import SimpleITK as sitk
 
-    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found" is an answer, not a warning
-    try:
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError:
-        return []
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+    with checks.quiet_libraries():  # "No Series were found" is an answer, not a warning
+        try:
+            return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        except RuntimeError:
+            return []
 
 
 def _read_dicom(folder: Path) -> Volume:
@@ -242,13 +258,15 @@ def _read_dicom(folder: Path) -> Volume:
     ids = _dicom_series_ids(folder)
     if len(ids) != 1:
         raise LumbarsegError(folder, f"folder holds {len(ids)} DICOM series; give a folder with exactly one")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise LumbarsegError(folder, f"cannot read the DICOM series ({_itk_message(exc)})") from None
+    with checks.quiet_libraries():
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])
+        checks.check_dicom_series(folder, files)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise LumbarsegError(folder, f"cannot read the DICOM series ({_itk_message(exc)})") from None
     header = Header("dicom", series_uid=ids[0], files=tuple(str(f) for f in files))
     if image.GetDimension() == 2:  # a single-slice series is a valid (thin) volume
         image = sitk.JoinSeries(image)
@@ -309,7 +327,9 @@ def read_png_stack(files: Sequence[PathLike], spacing: Optional[Sequence[float]]
     spacing = tuple(float(s) for s in (spacing if spacing is not None else (1.0, 1.0, 1.0)))
     if len(spacing) != 3 or min(spacing) <= 0:
         raise LumbarsegError(source, f"spacing must be three positive values (slice, row, col) in mm, got {spacing}")
-    slices = [read_grey(f) for f in files]
+    first = read_grey(files[0])
+    limits.check_volume((len(files), *first.shape), source, "PNG stack")  # before reading the other slices
+    slices = [first] + [read_grey(f) for f in files[1:]]
     for f, s in zip(files, slices):
         if s.shape != slices[0].shape:
             raise LumbarsegError(f, f"slice size {s.shape} differs from {slices[0].shape} ({files[0].name})")

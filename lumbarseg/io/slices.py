@@ -1,6 +1,7 @@
 """2D slice images (PNG and what OpenCV decodes): read as greyscale, write atomically."""
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Union
 
@@ -8,7 +9,10 @@ import cv2
 import numpy as np
 
 from lumbarseg.errors import LumbarsegError
+from lumbarseg.io import limits
 from lumbarseg.io.atomic import atomic_path
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 PathLike = Union[str, Path]
 
@@ -18,6 +22,14 @@ def read_grey(path: PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise LumbarsegError(path, "no such file")
+    with open(path, "rb") as stream:
+        head = stream.read(24)
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":  # the size from the header, before decoding
+        width, height = struct.unpack(">II", head[16:24])
+        limits.check_slice((height, width), path, "PNG image")
+    # OpenCV logs "[ERROR] ... readHeader" itself for a broken file; the error below says it in one line.
+    # (Its log level, not fd 2: loader threads read slices concurrently.)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None or data.size == 0:
         raise LumbarsegError(path, "cannot decode image (corrupt or unsupported format)")

@@ -84,14 +84,20 @@ class TrainResult:
 
 def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: str = "torch", device: str = "cpu",
           init: Optional[PathLike] = None, batch_source: Optional[BatchSourceFactory] = None,
-          progress: bool = True) -> TrainResult:
-    """Train a new run into ``out`` (missing or empty). ``init``: start from an ONNX model's weights."""
+          progress: bool = True, spacing: Optional[Sequence[float]] = None) -> TrainResult:
+    """Train a new run into ``out`` (missing or empty). ``init``: start from an ONNX model's weights.
+
+    ``spacing`` (row, col mm) is the pixel spacing of the dataset's slices; it overrides the dataset's
+    and the config's (which is then derived from it and saved with the run).
+    """
     out = Path(out)
     rundir.check_new_run_dir(out)
     engine_cls = get_engine(engine)
     dev = parse_device(device)
     ds = _load_training_dataset(dataset)
     config = config.with_classes(ds.classes, source=ds.where)
+    if spacing is not None:
+        config = replace(config, spacing=tuple(_scaled_spacing(ds, spacing, config)))
     spec = config.spec()
     spec.check_input_size(config.input_size, source="input_size")
     if init is not None:
@@ -303,9 +309,18 @@ def _spacing(ds: DeepHealthDataset, config: ExperimentConfig) -> Sequence[float]
     if config.spacing is not None:
         return config.spacing
     if ds.spacing is None:
-        raise LumbarsegError(ds.where, "in-plane spacing unknown: set spacing: [row_mm, col_mm] in the config")
+        raise LumbarsegError(ds.where, "in-plane spacing unknown: give the slices' pixel spacing with train "
+                                       "--spacing ROW,COL (or dataset from-slices --spacing)")
+    return _scaled_spacing(ds, ds.spacing, config)
+
+
+def _scaled_spacing(ds: DeepHealthDataset, spacing: Sequence[float], config: ExperimentConfig) -> Sequence[float]:
+    """The slices' pixel spacing scaled by the resize to ``input_size``."""
+    values = [float(v) for v in spacing]
+    if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise LumbarsegError("--spacing", f"need ROW,COL positive millimetres, got {list(spacing)}")
     image = read_grey(ds.pairs("training")[0][0])
-    return tuple(round(s * n / m, 6) for s, n, m in zip(ds.spacing, image.shape, config.input_size))
+    return tuple(round(s * n / m, 6) for s, n, m in zip(values, image.shape, config.input_size))
 
 
 def _with_training_record(meta: model_metadata.ModelMetadata, ds: DeepHealthDataset, config: ExperimentConfig,
