@@ -1,0 +1,232 @@
+"""Clinical measurements on each structure's own mid-sagittal slice, in mm and degrees.
+
+Heights are measured along the structure's superior-inferior axis (a disc's minor principal axis;
+for a vertebral body the bisector of its two discs' axes) at 15 %, 50 % and 85 % of its
+antero-posterior depth: anterior, middle and posterior height. Endplates are lines fitted to the
+ends of eight such height lines. The Genant-style grade is a screening aid computed from heights,
+not a diagnosis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from lumbarseg.analysis.levels import Level
+from lumbarseg.analysis.profiles import (
+    Frame,
+    Point,
+    Run,
+    angle_deg,
+    extent,
+    fit_line,
+    longest_run,
+    pixel_points,
+    principal_axes,
+    runs_along,
+)
+
+HEIGHT_FRACTIONS = {"anterior": 0.15, "middle": 0.5, "posterior": 0.85}
+ENDPLATE_FRACTIONS = np.linspace(0.15, 0.85, 8)
+REACH_MM = 60.0
+CANAL_BAND_MM = 5.0
+MEYERDING_STEP_PCT = 25.0
+GENANT_GRADES = ((0.40, 3), (0.25, 2), (0.20, 1))
+SCREENING_NOTE = ("genant_grade is a screening aid computed from mask heights (Genant-style: 1 = 20-25 %, "
+                  "2 = 25-40 %, 3 = >= 40 % height loss), not a diagnosis")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Flag thresholds: canal stenosis (mm) and listhesis (mm) below which no slip is flagged."""
+
+    canal_relative_mm: float = 12.0
+    canal_absolute_mm: float = 10.0
+    listhesis_mm: float = 3.0
+
+
+@dataclass
+class Shape2D:
+    """A structure on its mid-sagittal slice: mask, frame, AP extent and fitted endplates."""
+
+    mask: np.ndarray
+    frame: Frame
+    ap: Tuple[float, float]
+    superior: Optional[Tuple[Point, Point]] = None  # endplate line (point, direction)
+    inferior: Optional[Tuple[Point, Point]] = None
+
+
+def _line(run: Run) -> Tuple[Tuple[float, float], Tuple[float, float]]:
+    return (tuple(float(x) for x in run.start), tuple(float(x) for x in run.end))  # type: ignore[return-value]
+
+
+def _point_at(shape: Shape2D, fraction: float) -> Point:
+    lo, hi = shape.ap
+    target = lo + fraction * (hi - lo)
+    return shape.frame.centre + (target - float(shape.frame.centre @ shape.frame.v)) * shape.frame.v
+
+
+def shape_2d(mask: np.ndarray, spacing: Sequence[float], up: Optional[Point] = None) -> Shape2D:
+    """The frame of a 2D structure: ``up`` given (bodies) or its minor principal axis (discs)."""
+    points = pixel_points(mask, spacing)
+    centre, _, minor = principal_axes(points)
+    frame = Frame.from_up(centre, minor if up is None else up)
+    return Shape2D(mask.astype(np.float32), frame, extent(points, frame.v, spacing))
+
+
+def heights(level: Level, shape: Shape2D, spacing: Sequence[float]) -> None:
+    """Anterior/middle/posterior heights, AP depth and both endplate lines of a body or disc."""
+    for name, fraction in HEIGHT_FRACTIONS.items():
+        run = longest_run(shape.mask, spacing, _point_at(shape, fraction), shape.frame.u, -REACH_MM, REACH_MM)
+        level.measurements[f"{name}_height_mm"] = run.length if run else None
+        if run:
+            level.lines[f"{name}_height"] = _line(run)
+    level.measurements["depth_mm"] = shape.ap[1] - shape.ap[0]
+    endplates(shape, spacing)
+
+
+def endplates(shape: Shape2D, spacing: Sequence[float]) -> None:
+    """Fit the superior and inferior endplate lines from the ends of height lines across the depth."""
+    tops: List[Point] = []
+    bottoms: List[Point] = []
+    for fraction in ENDPLATE_FRACTIONS:
+        run = longest_run(shape.mask, spacing, _point_at(shape, fraction), shape.frame.u, -REACH_MM, REACH_MM)
+        if run:
+            tops.append(run.end)  # u points superior: the run ends at the superior endplate
+            bottoms.append(run.start)
+    shape.superior, shape.inferior = fit_line(tops), fit_line(bottoms)
+
+
+def vertebral_ratios(level: Level) -> None:
+    m = level.measurements
+    ha, hm, hp = m.get("anterior_height_mm"), m.get("middle_height_mm"), m.get("posterior_height_mm")
+    m["wedge_ratio"] = ha / hp if ha and hp else None
+    m["biconcave_ratio"] = hm / hp if hm and hp else None
+
+
+def genant(level: Level, neighbours: Sequence[Level]) -> None:
+    """Height loss vs its own posterior height (wedge, biconcave) or the neighbours' (crush); grade 0-3."""
+    m = level.measurements
+    ha, hm, hp = m.get("anterior_height_mm"), m.get("middle_height_mm"), m.get("posterior_height_mm")
+    if not (ha and hm and hp):
+        return
+    losses = {"wedge": 1 - ha / hp, "biconcave": 1 - hm / hp}
+    reference = [n.measurements.get("posterior_height_mm") for n in neighbours]
+    reference = [r for r in reference if r]
+    if reference:
+        losses["crush"] = 1 - hp / float(np.mean(reference))
+    kind = max(losses, key=lambda k: losses[k])
+    loss = max(0.0, losses[kind])
+    grade = next((g for limit, g in GENANT_GRADES if loss >= limit), 0)
+    m["height_loss_pct"] = 100.0 * loss
+    m["genant_grade"] = float(grade)
+    if grade:
+        level.flags.append(f"genant_grade_{grade}_{kind} (screening aid)")
+
+
+def disc_height_index(disc: Level, neighbours: Sequence[Level]) -> None:
+    """Disc middle height over the mean middle height of the adjacent complete vertebral bodies."""
+    bodies = [n.measurements.get("middle_height_mm") for n in neighbours if not n.partial]
+    bodies = [b for b in bodies if b]
+    middle = disc.measurements.get("middle_height_mm")
+    disc.measurements["disc_height_index"] = middle / float(np.mean(bodies)) if middle and bodies else None
+
+
+def canal_ap(level: Level, canal: np.ndarray, centre: Point, frame: Frame, spacing_mm: Sequence[float],
+             thresholds: Thresholds) -> None:
+    """AP diameter of the canal behind a level's centre, perpendicular to the canal's local axis.
+
+    ``canal`` is the 3D canonical canal mask; the slice is the canal's own mid-sagittal plane at
+    this level (its left-right centre within +-5 mm of the level's height).
+    """
+    level.measurements["canal_ap_mm"] = None
+    sp = spacing_mm[1:]
+    rows = slice(max(0, int((centre[0] - CANAL_BAND_MM) / sp[0])), int((centre[0] + CANAL_BAND_MM) / sp[0]) + 1)
+    band = canal[:, rows, :]
+    if not band.any():
+        return
+    weights = band.sum(axis=(1, 2)).astype(float)
+    mask = canal[int(round(float(weights @ np.arange(len(weights)) / weights.sum())))].astype(np.float32)
+    crossing = longest_run(mask, sp, centre, frame.v, 0.0, 2 * REACH_MM)
+    if crossing is None:
+        return
+    middle = (crossing.start + crossing.end) / 2
+    r0, c0 = (max(0, int((x - 2 * CANAL_BAND_MM) / d)) for x, d in zip(middle, sp))
+    window = mask[r0:r0 + int(4 * CANAL_BAND_MM / sp[0]) + 1, c0:c0 + int(4 * CANAL_BAND_MM / sp[1]) + 1]
+    near = pixel_points(window > 0.5, sp) + np.array([r0 * sp[0], c0 * sp[1]])
+    near = near[np.linalg.norm(near - middle, axis=1) <= 2 * CANAL_BAND_MM]
+    direction = frame.v
+    if len(near) >= 10:
+        _, axis, _ = principal_axes(near)
+        direction = np.array([-axis[1], axis[0]])
+        direction = direction if direction @ frame.v >= 0 else -direction
+    runs = runs_along(mask, sp, middle, direction, -REACH_MM / 2, REACH_MM / 2)
+    run = min(runs, key=lambda r: float(np.linalg.norm((r.start + r.end) / 2 - middle))) if runs else crossing
+    level.measurements["canal_ap_mm"] = run.length
+    level.lines["canal_ap"] = _line(run)
+    if run.length < thresholds.canal_absolute_mm:
+        level.flags.append("canal_absolute_stenosis")
+    elif run.length < thresholds.canal_relative_mm:
+        level.flags.append("canal_relative_stenosis")
+
+
+def listhesis(upper: Level, upper_shape: Shape2D, lower: Level, lower_shape: Shape2D,
+              spacing: Sequence[float], thresholds: Thresholds) -> None:
+    """Translation of a vertebra's posterior wall over the one below, along the lower endplate (mm, %)."""
+    hu = upper.measurements.get("middle_height_mm")
+    lower_top = longest_run(lower_shape.mask, spacing, _point_at(lower_shape, 0.5), lower_shape.frame.u,
+                            -REACH_MM, REACH_MM)
+    upper_mid = longest_run(upper_shape.mask, spacing, _point_at(upper_shape, 0.5), upper_shape.frame.u,
+                            -REACH_MM, REACH_MM)
+    if not (hu and lower_top and upper_mid):
+        return
+    v = lower_shape.frame.v
+    inset = 0.2 * min(hu, lower_top.length)
+    lower_line = longest_run(lower_shape.mask, spacing, lower_top.end - inset * lower_shape.frame.u, v,
+                             -REACH_MM, REACH_MM)
+    upper_line = longest_run(upper_shape.mask, spacing, upper_mid.start + inset * upper_shape.frame.u, v,
+                             -REACH_MM, REACH_MM)
+    if not (lower_line and upper_line):
+        return
+    slip = float((lower_line.end - upper_line.end) @ v)  # > 0: the upper posterior wall lies anterior
+    percent = 100.0 * abs(slip) / lower_line.length
+    m = upper.measurements
+    m["listhesis_mm"], m["listhesis_pct"] = slip, percent * np.sign(slip)
+    m["meyerding_grade"] = 0.0
+    if abs(slip) >= thresholds.listhesis_mm:
+        if slip > 0:
+            m["meyerding_grade"] = float(min(5, int(percent // MEYERDING_STEP_PCT) + 1))
+            upper.flags.append(f"anterolisthesis_grade_{int(m['meyerding_grade'])}")
+        else:
+            upper.flags.append("retrolisthesis")
+    upper.lines["listhesis"] = (tuple(float(x) for x in upper_line.end), tuple(float(x) for x in lower_line.end))
+
+
+def lordosis(upper: Optional[Tuple[Point, Point]], lower: Optional[Tuple[Point, Point]]) -> Optional[float]:
+    """Angle between two endplate lines, positive when they open anteriorly (lordosis), else negative."""
+    if upper is None or lower is None:
+        return None
+    angle = angle_deg(upper[1], lower[1])
+
+    def row_at(line: Tuple[Point, Point], col: float) -> float:
+        point, direction = line
+        return float(point[0] + (col - point[1]) * direction[0] / direction[1]) if abs(direction[1]) > 1e-9 \
+            else float(point[0])
+
+    anterior = min(upper[0][1], lower[0][1]) - 20.0
+    posterior = max(upper[0][1], lower[0][1]) + 20.0
+    gap_anterior = row_at(lower, anterior) - row_at(upper, anterior)
+    gap_posterior = row_at(lower, posterior) - row_at(upper, posterior)
+    return angle if gap_anterior >= gap_posterior else -angle
+
+
+def endplate_segment(line: Tuple[Point, Point], shape: Shape2D) -> Tuple[Tuple[float, float], Tuple[float, float]]:
+    """The endplate line drawn across the structure's depth (for the figure)."""
+    point, direction = line
+    lo, hi = shape.ap
+    span = (hi - lo) / 2 + 8.0
+    return (tuple(float(x) for x in point - span * direction), tuple(float(x) for x in point + span * direction))  # type: ignore[return-value]
+
+
+Measures = Dict[str, Optional[float]]
