@@ -28,7 +28,7 @@ from lumbarseg.analysis.profiles import (
 )
 
 HEIGHT_FRACTIONS = {"anterior": 0.15, "middle": 0.5, "posterior": 0.85}
-ENDPLATE_FRACTIONS = np.linspace(0.15, 0.85, 8)
+ENDPLATE_FRACTIONS = np.linspace(0.15, 0.85, 15)
 REACH_MM = 60.0
 CANAL_BAND_MM = 5.0
 MEYERDING_STEP_PCT = 25.0
@@ -171,28 +171,50 @@ def canal_ap(level: Level, canal: np.ndarray, centre: Point, frame: Frame, spaci
         level.flags.append("canal_relative_stenosis")
 
 
+def posterior_wall(shape: Shape2D, spacing: Sequence[float]) -> Optional[Tuple[Point, Point]]:
+    """The posterior wall line: posterior ends of AP lines across the central 60 % of the body's height."""
+    middle = longest_run(shape.mask, spacing, _point_at(shape, 0.5), shape.frame.u, -REACH_MM, REACH_MM)
+    if middle is None:
+        return None
+    ends = []
+    for fraction in np.linspace(0.2, 0.8, 13):
+        point = middle.start + fraction * (middle.end - middle.start)
+        run = longest_run(shape.mask, spacing, point, shape.frame.v, -REACH_MM, REACH_MM)
+        if run is not None:
+            ends.append(run.end)
+    line = fit_line(ends)
+    if line is None:
+        return None
+    return line[0], (line[1] if line[1] @ shape.frame.u >= 0 else -line[1])
+
+
+def intersect(a: Tuple[Point, Point], b: Tuple[Point, Point]) -> Optional[Point]:
+    """Where two lines (point, direction) cross; None when they are parallel."""
+    matrix = np.array([a[1], -b[1]]).T
+    if abs(np.linalg.det(matrix)) < 1e-9:
+        return None
+    t = np.linalg.solve(matrix, b[0] - a[0])
+    return a[0] + t[0] * a[1]
+
+
 def listhesis(upper: Level, upper_shape: Shape2D, lower: Level, lower_shape: Shape2D,
               spacing: Sequence[float], thresholds: Thresholds) -> None:
-    """Translation of a vertebra's posterior wall over the one below, along the lower endplate (mm, %)."""
-    hu = upper.measurements.get("middle_height_mm")
-    lower_top = longest_run(lower_shape.mask, spacing, _point_at(lower_shape, 0.5), lower_shape.frame.u,
-                            -REACH_MM, REACH_MM)
-    upper_mid = longest_run(upper_shape.mask, spacing, _point_at(upper_shape, 0.5), upper_shape.frame.u,
-                            -REACH_MM, REACH_MM)
-    if not (hu and lower_top and upper_mid):
+    """Translation of a vertebra over the one below (Meyerding): its posterior-inferior corner against the
+    lower's posterior-superior corner (posterior wall lines meeting the endplate lines), along the lower
+    endplate, in mm and in % of the lower body's depth. Positive: anterolisthesis."""
+    upper_wall, lower_wall = posterior_wall(upper_shape, spacing), posterior_wall(lower_shape, spacing)
+    if not (upper_wall and lower_wall and upper_shape.inferior and lower_shape.superior):
         return
-    v = lower_shape.frame.v
-    inset = 0.2 * min(hu, lower_top.length)
-    lower_line = longest_run(lower_shape.mask, spacing, lower_top.end - inset * lower_shape.frame.u, v,
-                             -REACH_MM, REACH_MM)
-    upper_line = longest_run(upper_shape.mask, spacing, upper_mid.start + inset * upper_shape.frame.u, v,
-                             -REACH_MM, REACH_MM)
-    if not (lower_line and upper_line):
+    upper_corner = intersect(upper_wall, upper_shape.inferior)
+    lower_corner = intersect(lower_wall, lower_shape.superior)
+    depth = lower.measurements.get("depth_mm") or (lower_shape.ap[1] - lower_shape.ap[0])
+    if upper_corner is None or lower_corner is None:
         return
-    slip = float((lower_line.end - upper_line.end) @ v)  # > 0: the upper posterior wall lies anterior
-    percent = 100.0 * abs(slip) / lower_line.length
+    along = lower_shape.superior[1]  # the lower's superior endplate, pointing posterior
+    slip = float((lower_corner - upper_corner) @ along)  # > 0: the upper corner lies anterior
+    percent = 100.0 * slip / depth
     m = upper.measurements
-    m["listhesis_mm"], m["listhesis_pct"] = slip, percent * np.sign(slip)
+    m["listhesis_mm"], m["listhesis_pct"] = slip, percent
     m["meyerding_grade"] = 0.0
     if abs(slip) >= thresholds.listhesis_mm:
         if slip > 0:
@@ -200,7 +222,7 @@ def listhesis(upper: Level, upper_shape: Shape2D, lower: Level, lower_shape: Sha
             upper.flags.append(f"anterolisthesis_grade_{int(m['meyerding_grade'])}")
         else:
             upper.flags.append("retrolisthesis")
-    upper.lines["listhesis"] = (tuple(float(x) for x in upper_line.end), tuple(float(x) for x in lower_line.end))
+    upper.lines["listhesis"] = (tuple(float(x) for x in upper_corner), tuple(float(x) for x in lower_corner))
 
 
 def lordosis(upper: Optional[Tuple[Point, Point]], lower: Optional[Tuple[Point, Point]]) -> Optional[float]:

@@ -43,11 +43,7 @@ def output_names(case: str) -> Dict[str, str]:
 
 def to_document(report: SpineReport) -> Dict[str, Any]:
     """The JSON document of a report."""
-    levels = []
-    for level in report.levels:
-        entry = level.to_dict()
-        entry["mid_sagittal_slice"] = level.slice + report.slice_offset
-        levels.append(entry)
+    levels = [level.to_dict() for level in report.levels]
     return {
         "case": report.case, "lumbarseg_version": __version__,
         "spacing_mm": [round(s, 4) for s in report.spacing], "orientation": "RIP (canonical slices)",

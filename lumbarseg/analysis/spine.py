@@ -48,7 +48,6 @@ class SpineReport:
     thresholds: ms.Thresholds
     spacing: Tuple[float, float, float]
     view: View
-    slice_offset: int = 0
     notes: List[str] = field(default_factory=list)
 
     def level(self, name: str) -> Optional[Level]:
@@ -145,7 +144,7 @@ def _make_levels(inst: Instances, crop: Tuple[slice, ...], full: Sequence[int],
             continue
         sub = inst.discs[box] == k
         index = _mid_slice(sub, box)
-        level = Level(disc_name(k), "disc", k, _edge(box, shape, crop, full), index,
+        level = Level(disc_name(k), "disc", k, _edge(box, shape, crop, full), index + crop[0].start,
                       tuple(float(c) for c in inst.frames[k].centre))  # type: ignore[arg-type]
         shapes[("disc", k)] = ms.shape_2d(_component(_in_slice(sub, box, index, shape)), sp2)
         levels.append(level)
@@ -162,7 +161,7 @@ def _make_levels(inst: Instances, crop: Tuple[slice, ...], full: Sequence[int],
                           _in_slice(seed, box, index, shape))
         centre = [float(np.mean(i) + b.start) * s for i, b, s in zip(np.nonzero(seed), box, spacing)]
         level = Level(vertebra_name(position), "sacrum" if position == 0 else "vertebra", position,
-                      _edge(box, shape, crop, full), index, tuple(centre))  # type: ignore[arg-type]
+                      _edge(box, shape, crop, full), index + crop[0].start, tuple(centre))  # type: ignore[arg-type]
         shapes[("body", position)] = ms.shape_2d(body, sp2, np.sum(ups, axis=0))
         levels.append(level)
     return levels, shapes
@@ -253,9 +252,9 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
     if image is not None:
         picture = reorient(image, CANONICAL)[0].array[crop]
     centre_slice = int(np.median([lv.slice for lv in levels if lv.kind != "disc"] or [lv.slice for lv in levels]))
+    centre_slice -= crop[0].start
     view = View(classes_crop, values[crop], picture, spacing, centre_slice, tuple(classes))
-    return SpineReport(case, levels, alignment, levels_volume, thresholds, spacing, view, crop[0].start,
-                       [ms.SCREENING_NOTE])
+    return SpineReport(case, levels, alignment, levels_volume, thresholds, spacing, view, [ms.SCREENING_NOTE])
 
 
 def measure_mask(volume: Volume, label_map: Union[str, LabelMap] = "lumbarseg", case: str = "",
