@@ -28,19 +28,19 @@ def spine_png(report: object, path: PathLike, dpi: int = 110) -> None:
 
     view = report.view  # type: ignore[attr-defined]
     sy, sz = view.spacing[1], view.spacing[2]
-    rows, cols = view.levels.shape[1:]
+    rows, cols = view.levels.shape
     height_mm, width_mm = rows * sy, cols * sz
     extent = (-0.5 * sz, width_mm - 0.5 * sz, height_mm - 0.5 * sy, -0.5 * sy)
     scale = 7.0 / max(height_mm, 1.0)
     fig, ax = plt.subplots(figsize=((width_mm + LABEL_MARGIN_MM) * scale + 0.6, height_mm * scale + 0.8))
     if view.image is not None:
-        ax.imshow(normalize(view.image[view.slice]), cmap="gray", extent=extent,
+        ax.imshow(normalize(view.image), cmap="gray", extent=extent,
                   interpolation="nearest")
     else:
-        ax.imshow(np.where(view.classes[view.slice] > 0, 0.25, 0.0), cmap="gray", vmin=0, vmax=1, extent=extent)
+        ax.imshow(np.where(view.classes > 0, 0.25, 0.0), cmap="gray", vmin=0, vmax=1, extent=extent)
     levels = report.levels  # type: ignore[attr-defined]
     rgba = np.zeros((rows, cols, 4), np.float32)
-    values = view.levels[view.slice]
+    values = view.levels
     rgba[..., :3] = colour_array(levels)[values] / 255.0
     rgba[..., 3] = np.where(values > 0, 0.45, 0.0)
     ax.imshow(rgba, extent=extent, interpolation="nearest")

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 Spacing = Tuple[float, float, float]
 _COARSE_MM = 1.5
-_MIN_DISC_FRACTION = 0.1  # of the median disc volume
+_MIN_DISC_FRACTION = 0.2  # of the median disc volume (a sliver at the edge of the view is no level)
 _MIN_BODY_FRACTION = 0.15  # of the median body-seed volume
 _MIN_MM3 = 50.0
 

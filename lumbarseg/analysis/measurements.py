@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import ndimage
 
 from lumbarseg.analysis.levels import Level
 from lumbarseg.analysis.profiles import (
@@ -73,6 +74,30 @@ def shape_2d(mask: np.ndarray, spacing: Sequence[float], up: Optional[Point] = N
     centre, _, minor = principal_axes(points)
     frame = Frame.from_up(centre, minor if up is None else up)
     return Shape2D(mask.astype(np.float32), frame, extent(points, frame.v, spacing))
+
+
+def body_column(mask: np.ndarray, spacing: Sequence[float], up: Point, discs: Sequence[Shape2D],
+                margin_mm: float = 3.0) -> np.ndarray:
+    """A vertebral body cut to the antero-posterior span of its discs (+- ``margin_mm``), largest piece kept.
+
+    On a slice off the midline, a pedicle can join the posterior elements to the body; the discs
+    say where the body ends.
+    """
+    if not discs:
+        return mask
+    frame = Frame.from_up(np.zeros(2), up)
+    spans = [pixel_points(d.mask > 0.5, spacing) @ frame.v for d in discs]
+    lo = min(float(p.min()) for p in spans) - margin_mm
+    hi = max(float(p.max()) for p in spans) + margin_mm
+    rows, cols = np.nonzero(mask)
+    along = rows * spacing[0] * frame.v[0] + cols * spacing[1] * frame.v[1]
+    keep = (along >= lo) & (along <= hi)
+    out = np.zeros_like(mask, dtype=bool)
+    out[rows[keep], cols[keep]] = True
+    labels, count = ndimage.label(out)
+    if count > 1:
+        out = labels == int(np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return out if out.any() else mask
 
 
 def heights(level: Level, shape: Shape2D, spacing: Sequence[float]) -> None:

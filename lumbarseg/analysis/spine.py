@@ -27,7 +27,7 @@ MIN_SPINE_COS = 0.7  # the disc centres must line up within ~45 degrees of head-
 
 @dataclass
 class View:
-    """What the figure needs, in the canonical crop: classes, level values, image, lines' frame."""
+    """What the figure needs: the canonical slice shown (classes, level values, image) and the spacing."""
 
     classes: np.ndarray
     levels: np.ndarray
@@ -162,7 +162,9 @@ def _make_levels(inst: Instances, crop: Tuple[slice, ...], full: Sequence[int],
         centre = [float(np.mean(i) + b.start) * s for i, b, s in zip(np.nonzero(seed), box, spacing)]
         level = Level(vertebra_name(position), "sacrum" if position == 0 else "vertebra", position,
                       _edge(box, shape, crop, full), index + crop[0].start, tuple(centre))  # type: ignore[arg-type]
-        shapes[("body", position)] = ms.shape_2d(body, sp2, np.sum(ups, axis=0))
+        discs = [shapes[("disc", k)] for k in (position, position + 1) if ("disc", k) in shapes]
+        shapes[("body", position)] = ms.shape_2d(ms.body_column(body, sp2, np.sum(ups, axis=0), discs), sp2,
+                                                 np.sum(ups, axis=0))
         levels.append(level)
     return levels, shapes
 
@@ -226,6 +228,15 @@ def _levels_array(inst: Instances, classes: np.ndarray, canal_class: Optional[in
     return out
 
 
+def _to_full(levels: List[Level], offset: Sequence[float]) -> None:
+    """Move level centres and lines from the crop's frame to the whole canonical volume's (mm)."""
+    shift = np.asarray(offset[1:])
+    for level in levels:
+        level.centre_mm = tuple(float(c + o) for c, o in zip(level.centre_mm, offset))  # type: ignore[assignment]
+        level.lines = {k: (tuple(float(x) for x in np.add(a, shift)), tuple(float(x) for x in np.add(b, shift)))
+                       for k, (a, b) in level.lines.items()}  # type: ignore[misc]
+
+
 def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Optional[Volume] = None,
             thresholds: Optional[ms.Thresholds] = None) -> SpineReport:
     """Split a class-index volume (``classes`` names its indices) into levels and measure them."""
@@ -248,12 +259,10 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
     values[crop] = _levels_array(inst, classes_crop, canal_class, levels)
     header = index.header if index.header.get("format") == "nifti" else {}
     levels_volume = Volume(undo.undo(values), index.affine, index.source, header)
-    picture = None
-    if image is not None:
-        picture = reorient(image, CANONICAL)[0].array[crop]
-    centre_slice = int(np.median([lv.slice for lv in levels if lv.kind != "disc"] or [lv.slice for lv in levels]))
-    centre_slice -= crop[0].start
-    view = View(classes_crop, values[crop], picture, spacing, centre_slice, tuple(classes))
+    _to_full(levels, [b.start * s for b, s in zip(crop, spacing)])
+    shown = int(np.median([lv.slice for lv in levels if lv.kind != "disc"] or [lv.slice for lv in levels]))
+    picture = reorient(image, CANONICAL)[0].array[shown] if image is not None else None
+    view = View(canonical.array[shown], values[shown], picture, spacing, shown, tuple(classes))
     return SpineReport(case, levels, alignment, levels_volume, thresholds, spacing, view, [ms.SCREENING_NOTE])
 
 
