@@ -31,14 +31,19 @@ def spine_png(report: object, path: PathLike, dpi: int = 110) -> None:
     rows, cols = view.levels.shape
     height_mm, width_mm = rows * sy, cols * sz
     extent = (-0.5 * sz, width_mm - 0.5 * sz, height_mm - 0.5 * sy, -0.5 * sy)
+    levels = report.levels  # type: ignore[attr-defined]
+    points = [p[1] for lv in levels for s, e in lv.lines.values() for p in (s, e)]
+    points += [lv.centre_mm[2] for lv in levels]
+    labelled = np.nonzero((view.levels > 0).any(axis=0))[0]
+    left = max(min(points) - LABEL_MARGIN_MM, -0.5 * sz - LABEL_MARGIN_MM)
+    right = min(width_mm, max(max(points), labelled.max() * sz if labelled.size else 0.0) + 15.0)
     scale = 7.0 / max(height_mm, 1.0)
-    fig, ax = plt.subplots(figsize=((width_mm + LABEL_MARGIN_MM) * scale + 0.6, height_mm * scale + 0.8))
+    fig, ax = plt.subplots(figsize=((right - left) * scale + 0.4, height_mm * scale + 0.6))
     if view.image is not None:
         ax.imshow(normalize(view.image), cmap="gray", extent=extent,
                   interpolation="nearest")
     else:
         ax.imshow(np.where(view.classes > 0, 0.25, 0.0), cmap="gray", vmin=0, vmax=1, extent=extent)
-    levels = report.levels  # type: ignore[attr-defined]
     rgba = np.zeros((rows, cols, 4), np.float32)
     values = view.levels
     rgba[..., :3] = colour_array(levels)[values] / 255.0
@@ -59,13 +64,14 @@ def spine_png(report: object, path: PathLike, dpi: int = 110) -> None:
         parts.append(f"lordosis L1-L5 {alignment['lordosis_deg']:.1f}°")
     if alignment.get("lordosis_l1_s1_deg") is not None:
         parts.append(f"L1-S1 {alignment['lordosis_l1_s1_deg']:.1f}°")
-    ax.set_title("  ·  ".join(parts), fontsize=9)
-    ax.set_xlim(-LABEL_MARGIN_MM, width_mm)
+    ax.set_title("  ·  ".join(parts), fontsize=9, color="white")
+    ax.set_xlim(left, right)
     ax.set_ylim(height_mm, 0)
     ax.set_facecolor("black")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(0.99, 0.005, "* partial in view; red: flagged. Heights white, canal cyan, endplates magenta.",
+    ax.text(0.99, 0.005, "* partial in view; red: flagged\nheights white, canal cyan, slip green,\n"
+            "lordosis endplates magenta; each level\nmeasured on its own mid-sagittal slice",
             transform=ax.transAxes, color="#bbbbbb", fontsize=6, ha="right", va="bottom")
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -158,24 +158,12 @@ def disc_height_index(disc: Level, neighbours: Sequence[Level]) -> None:
     disc.measurements["disc_height_index"] = middle / float(np.mean(bodies)) if middle and bodies else None
 
 
-def canal_ap(level: Level, canal: np.ndarray, centre: Point, frame: Frame, spacing_mm: Sequence[float],
-             thresholds: Thresholds) -> None:
-    """AP diameter of the canal behind a level's centre, perpendicular to the canal's local axis.
-
-    ``canal`` is the 3D canonical canal mask; the slice is the canal's own mid-sagittal plane at
-    this level (its left-right centre within +-5 mm of the level's height).
-    """
-    level.measurements["canal_ap_mm"] = None
-    sp = spacing_mm[1:]
-    rows = slice(max(0, int((centre[0] - CANAL_BAND_MM) / sp[0])), int((centre[0] + CANAL_BAND_MM) / sp[0]) + 1)
-    band = canal[:, rows, :]
-    if not band.any():
-        return
-    weights = band.sum(axis=(1, 2)).astype(float)
-    mask = canal[int(round(float(weights @ np.arange(len(weights)) / weights.sum())))].astype(np.float32)
+def _canal_run(mask: np.ndarray, sp: Sequence[float], centre: Point, frame: Frame) -> Optional[Run]:
+    """On one slice: where the line from the level's centre backwards crosses the canal, the canal's
+    width perpendicular to its local axis through the middle of that crossing."""
     crossing = longest_run(mask, sp, centre, frame.v, 0.0, 2 * REACH_MM)
     if crossing is None:
-        return
+        return None
     middle = (crossing.start + crossing.end) / 2
     r0, c0 = (max(0, int((x - 2 * CANAL_BAND_MM) / d)) for x, d in zip(middle, sp))
     window = mask[r0:r0 + int(4 * CANAL_BAND_MM / sp[0]) + 1, c0:c0 + int(4 * CANAL_BAND_MM / sp[1]) + 1]
@@ -187,7 +175,31 @@ def canal_ap(level: Level, canal: np.ndarray, centre: Point, frame: Frame, spaci
         direction = np.array([-axis[1], axis[0]])
         direction = direction if direction @ frame.v >= 0 else -direction
     runs = runs_along(mask, sp, middle, direction, -REACH_MM / 2, REACH_MM / 2)
-    run = min(runs, key=lambda r: float(np.linalg.norm((r.start + r.end) / 2 - middle))) if runs else crossing
+    return min(runs, key=lambda r: float(np.linalg.norm((r.start + r.end) / 2 - middle))) if runs else crossing
+
+
+def canal_ap(level: Level, canal: np.ndarray, centre: Point, frame: Frame, spacing_mm: Sequence[float],
+             thresholds: Thresholds) -> None:
+    """AP diameter of the canal behind a level's centre, perpendicular to the canal's local axis.
+
+    ``canal`` is the 3D canonical canal mask. The canal's own mid-sagittal plane at this level is its
+    left-right centre within +-5 mm of the level's height; the widest of that slice and its two
+    neighbours counts (a round canal is widest on its midline, which may fall between slices).
+    """
+    level.measurements["canal_ap_mm"] = None
+    sp = spacing_mm[1:]
+    rows = slice(max(0, int((centre[0] - CANAL_BAND_MM) / sp[0])), int((centre[0] + CANAL_BAND_MM) / sp[0]) + 1)
+    band = canal[:, rows, :]
+    if not band.any():
+        return
+    weights = band.sum(axis=(1, 2)).astype(float)
+    mid = int(round(float(weights @ np.arange(len(weights)) / weights.sum())))
+    runs = [_canal_run(canal[k].astype(np.float32), sp, centre, frame)
+            for k in range(max(0, mid - 1), min(len(weights), mid + 2)) if weights[k] > 0]
+    runs = [r for r in runs if r is not None]
+    if not runs:
+        return
+    run = max(runs, key=lambda r: r.length)
     level.measurements["canal_ap_mm"] = run.length
     level.lines["canal_ap"] = _line(run)
     if run.length < thresholds.canal_absolute_mm:
