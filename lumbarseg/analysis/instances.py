@@ -13,7 +13,7 @@ vertebra just above disc k; vertebra 0 lies below the lowest disc (the sacrum, w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -109,6 +109,8 @@ def _column(rows: np.ndarray, cols: np.ndarray, start: np.ndarray, end: np.ndarr
         inside &= (rows - above.centre[1]) * above.normal[0] + (cols - above.centre[2]) * above.normal[1] < 0
     axis = end - start
     length = float(np.linalg.norm(axis))
+    if length == 0:
+        return np.zeros((rows.shape[0], cols.shape[1]), bool)
     axis = axis / length
     along = (rows - start[0]) * axis[0] + (cols - start[1]) * axis[1]
     across = np.abs((cols - start[1]) * axis[0] - (rows - start[0]) * axis[1])
@@ -195,9 +197,13 @@ def flood_vertebrae(vertebra: np.ndarray, seeds: np.ndarray, spacing: Spacing) -
     return fine
 
 
-def split_instances(index: np.ndarray, spacing: Spacing, vertebra_class: int, disc_class: int) -> Instances:
-    """Disc and vertebra instances of a canonical class-index array (best cropped to the spine first)."""
+def split_instances(index: np.ndarray, spacing: Spacing, vertebra_class: int, disc_class: int,
+                    check: Optional[Callable[[Dict[int, DiscFrame]], None]] = None) -> Instances:
+    """Disc and vertebra instances of a canonical class-index array (best cropped to the spine first);
+    ``check`` may reject the discs (e.g. a spine that does not run head-foot) before the vertebrae."""
     discs, frames = split_discs(index == disc_class, spacing)
+    if check is not None:
+        check(frames)
     vertebra = index == vertebra_class
     seeds = body_seeds(vertebra, frames, spacing)
     vertebrae = flood_vertebrae(vertebra, seeds, spacing) if seeds.any() else np.zeros(index.shape, np.int32)

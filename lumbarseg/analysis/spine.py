@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from lumbarseg.analysis import measurements as ms
-from lumbarseg.analysis.instances import Instances, split_instances
+from lumbarseg.analysis.instances import DiscFrame, Instances, split_instances
 from lumbarseg.analysis.levels import CANAL_VALUE, DISC_OFFSET, Level, disc_name, order_key, vertebra_name
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.volume import CANONICAL, Volume, reorient
@@ -80,8 +80,8 @@ def _check(canonical: np.ndarray, classes: Sequence[str], source: str) -> Tuple[
     return vertebra, disc, _class_index(classes, "canal")
 
 
-def _check_direction(instances: Instances, source: str) -> None:
-    centres = np.array([f.centre for f in instances.frames.values()])
+def _check_direction(frames: Dict[int, DiscFrame], source: str) -> None:
+    centres = np.array([f.centre for f in frames.values()])
     if len(centres) < 2:
         return
     values, vectors = np.linalg.eigh(np.cov((centres - centres.mean(axis=0)).T))
@@ -247,8 +247,7 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
     vertebra, disc, canal_class = _check(canonical.array, classes, source)
     crop = _crop(canonical.array, spacing)
     classes_crop = canonical.array[crop]
-    inst = split_instances(classes_crop, spacing, vertebra, disc)
-    _check_direction(inst, source)
+    inst = split_instances(classes_crop, spacing, vertebra, disc, lambda frames: _check_direction(frames, source))
     if not inst.bodies.any():
         raise LumbarsegError(source, "no vertebral body found between or next to the discs")
     levels, shapes = _make_levels(inst, crop, canonical.shape, spacing)
