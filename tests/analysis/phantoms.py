@@ -68,8 +68,9 @@ class Phantom:
         wall = max(float(e.corners[:, 1].max()) for e in self.elements)
         return wall + 1.0 + (self.canal_diameter or 12.0) / 2
 
-    def build(self) -> Tuple[np.ndarray, Dict[str, Element]]:
-        """The canonical class-index array and the placed elements by name."""
+    def build(self, values: Optional[Dict[str, int]] = None) -> Tuple[np.ndarray, Dict[str, Element]]:
+        """The canonical class-index array (or, with ``values``, each element's own value: an instance
+        mask; "canal" names the canal's value) and the placed elements by name."""
         placed = self.place()
         grid_r = (np.arange(self.shape[1]) * self.spacing[1])[:, None]
         grid_c = (np.arange(self.shape[2]) * self.spacing[2])[None, :]
@@ -78,17 +79,18 @@ class Phantom:
         width = np.abs(x) <= HALF_WIDTH
         for element in self.elements:
             inside = _convex(element.corners, grid_r, grid_c)
-            out[width] = np.where(inside[None], DISC if element.kind == "disc" else VERTEBRA, out[width])
+            value = values[element.name] if values else (DISC if element.kind == "disc" else VERTEBRA)
+            out[width] = np.where(inside[None], value, out[width])
         if self.canal_diameter:
             radius = self.canal_diameter / 2
             tube = x[:, None] ** 2 + (grid_c - self.canal_centre) ** 2 <= radius ** 2  # (X, C)
-            out[np.broadcast_to(tube[:, None, :], out.shape) & (out == 0)] = CANAL
+            out[np.broadcast_to(tube[:, None, :], out.shape) & (out == 0)] = values["canal"] if values else CANAL
         for element in self.elements:
             if element.kind == "body":
-                self._posterior(out, element, grid_r, grid_c, x)
+                self._posterior(out, element, grid_r, grid_c, x, values[element.name] if values else VERTEBRA)
         return out, placed
 
-    def _posterior(self, out, element, grid_r, grid_c, x) -> None:
+    def _posterior(self, out, element, grid_r, grid_c, x, value) -> None:
         """Pedicles (para-median, beside the canal) and an arch with its spinous process (median) that
         reaches the arch of the vertebra above: neighbours touch, as facet joints do."""
         a0, b0, b1, a1 = element.corners
@@ -104,7 +106,7 @@ class Phantom:
         for polygon, selector in ((pedicle, (np.abs(x) >= HALF_WIDTH - 4) & (np.abs(x) <= HALF_WIDTH)),
                                   (arch, np.abs(x) <= HALF_WIDTH)):
             inside = _convex(polygon, grid_r, grid_c)
-            out[selector] = np.where(inside[None] & (out[selector] == 0), VERTEBRA, out[selector])
+            out[selector] = np.where(inside[None] & (out[selector] == 0), value, out[selector])
 
 
 def _convex(corners: np.ndarray, grid_r: np.ndarray, grid_c: np.ndarray) -> np.ndarray:
