@@ -5,9 +5,10 @@ measures and writes one case or a folder (``lumbarseg measure``, ``lumbarseg pre
 """
 from __future__ import annotations
 
-from lumbarseg.analysis.batch import measure_path
+from lumbarseg.analysis.batch import measure_path, measure_prediction, write_batch_csv
 from lumbarseg.analysis.measurements import Thresholds
 from lumbarseg.analysis.report import write_case
 from lumbarseg.analysis.spine import SpineReport, analyse, measure_mask
 
-__all__ = ["SpineReport", "Thresholds", "analyse", "measure_mask", "measure_path", "write_case"]
+__all__ = ["SpineReport", "Thresholds", "analyse", "measure_mask", "measure_path", "measure_prediction",
+           "write_batch_csv", "write_case"]

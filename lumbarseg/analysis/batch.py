@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from lumbarseg.analysis.measurements import Thresholds
 from lumbarseg.analysis.report import csv_text, output_names, rows, write_case
-from lumbarseg.analysis.spine import SpineReport, measure_mask
+from lumbarseg.analysis.spine import SpineReport, analyse, measure_mask
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.inference.cases import Case, find_cases
 from lumbarseg.io.atomic import write_text
@@ -51,6 +51,12 @@ def _image_for(case: Case, images: List[Case], single: bool) -> Optional[Case]:
     return next((c for c in images if c.name == case.name), None)
 
 
+def measure_prediction(prediction: Any, case: str = "", thresholds: Optional[Thresholds] = None) -> SpineReport:
+    """The spine report of a :class:`~lumbarseg.inference.predict.Prediction` (``predict --measure``)."""
+    index = prediction.mask.with_array(prediction.class_indices())
+    return analyse(index, prediction.classes, case, prediction.image, thresholds)
+
+
 def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelMap] = "lumbarseg",
                  image: Optional[PathLike] = None, spacing: Optional[Sequence[float]] = None,
                  thresholds: Optional[Thresholds] = None,
@@ -80,5 +86,10 @@ def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelM
             failed.append(case.name)
             print(f"lumbarseg: error: {error}", file=sys.stderr)
     if not single and reports:
-        write_text(out_dir / BATCH_CSV, csv_text([row for report in reports for row in rows(report)]))
+        write_batch_csv(reports, out_dir / BATCH_CSV)
     return reports, failed
+
+
+def write_batch_csv(reports: Sequence[SpineReport], path: PathLike) -> None:
+    """One CSV with every case's levels."""
+    write_text(path, csv_text([row for report in reports for row in rows(report)]))

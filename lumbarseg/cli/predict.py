@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-postprocess", action="store_true",
                         help="keep the raw argmax (no component filtering or hole filling)")
     parser.add_argument("--overlay", action="store_true", help="also write a PNG mosaic of slices with the labels")
+    parser.add_argument("--measure", action="store_true",
+                        help="also name the levels and measure them, as `lumbarseg measure` (<case>_spine.*)")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("SLICE", "ROW", "COL"),
                         help="voxel size in mm for PNG slice input (default: the model's in-plane spacing)")
     parser.add_argument("--batch-size", type=int, default=2, help="slices per inference batch (default 2)")
@@ -73,6 +75,7 @@ def _check_not_input(input_path: Path, cases: List[Any], output: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from lumbarseg.analysis import measure_prediction, write_batch_csv, write_case
     from lumbarseg.inference.cases import find_cases
     from lumbarseg.inference.outputs import measure, write_mask, write_measurements, write_overlay, write_probabilities
     from lumbarseg.inference.predict import Predictor
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, args.runtime, args.device, tta, not args.no_postprocess, args.batch_size,
                           args.threads)
     rows: List[Dict[str, Any]] = []
+    spines: List[Any] = []
     failed: List[str] = []
     single = len(plan) == 1
     for case, mask_path, stem in tqdm(plan, desc="cases", unit="case", disable=single or None, file=sys.stderr):
@@ -94,12 +98,16 @@ def run(args: argparse.Namespace) -> int:
             with tqdm(total=volume.shape[0], desc=case.name, unit="slice", disable=not single or None,
                       file=sys.stderr, leave=False) as bar:
                 prediction = predictor(volume, probabilities=args.probabilities, progress=bar)
+            spine = measure_prediction(prediction, stem.name) if args.measure else None  # before any write
             write_mask(prediction, mask_path, overwrite=args.overwrite)
             if args.probabilities:
                 write_probabilities(prediction, stem.with_name(stem.name + "_probabilities.nii.gz"))
             if args.overlay:
                 write_overlay(prediction, stem.with_name(stem.name + "_overlay.png"), title=case.name)
             rows.extend(measure(prediction, case.name))
+            if spine is not None:
+                write_case(spine, stem.parent)
+                spines.append(spine)
         except (LumbarsegError, MemoryError, RuntimeError, ValueError, OSError) as exc:  # one bad case: go on
             error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(
                 case.source, f"{type(exc).__name__}: {exc}")
@@ -109,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"lumbarseg: error: {error}", file=sys.stderr)
     if rows:
         write_measurements(rows, measurements_stem, {"model": str(predictor.model_path), "runtime": args.runtime})
+    if spines and not single:
+        write_batch_csv(spines, measurements_stem.with_name("spine.csv"))
     done = len(plan) - len(failed)
     print(f"{done} of {len(plan)} case(s) segmented -> {args.output}", file=sys.stderr)
     if failed:
