@@ -7,7 +7,7 @@ For every patient of a dataset split (default: the test split of the SPIDER data
 Dice per level. Writes ``OUT/agreement.json``, ``OUT/differences.csv`` and both reports per case,
 and prints a Markdown table.
 
-    python benchmarks/measure_agreement.py [--dataset build/spider/spider.yml] [--split test] [-o build/measure-agreement]
+    python benchmarks/measure_agreement.py [--dataset build/spider/spider.yml] [--split test]
 
 The dataset comes from ``lumbarseg dataset from-slices ../shared/data/spider-t2space-png/images
 ../shared/data/spider-t2space-png/masks --label-map spider-png --spacing 0.47,0.47,0.9

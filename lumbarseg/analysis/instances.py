@@ -6,7 +6,7 @@ the vertebral bodies apart). Vertebral bodies are seeded in the column between c
 (the slab above one disc's mid-plane and below the next one's, near the line joining their
 centres); every other vertebra voxel (pedicles, arches, processes, which may touch the next
 vertebra at the facet joints) joins the body it is connected to by the shortest path inside the
-vertebra mask, flooded on a coarse (~1.5 mm) grid for speed; voxels with no path take the nearest.
+vertebra mask, flooded on a coarse (~2 mm) grid for speed; voxels with no path take the nearest.
 Structures are numbered by position from the bottom: disc k (k = 1 lowest) and vertebra k, the
 vertebra just above disc k; vertebra 0 lies below the lowest disc (the sacrum, when segmented).
 """
@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 Spacing = Tuple[float, float, float]
-_COARSE_MM = 1.5
+_COARSE_MM = 2.0
 _MIN_DISC_FRACTION = 0.2  # of the median disc volume (a sliver at the edge of the view is no level)
 _MIN_BODY_FRACTION = 0.15  # of the median body-seed volume
 _MIN_MM3 = 50.0
@@ -179,9 +179,8 @@ def flood_vertebrae(vertebra: np.ndarray, seeds: np.ndarray, spacing: Spacing) -
     mask = _block_max(vertebra.astype(np.uint8), factors) > 0
     labels = _block_max(seeds, factors)
     labels[~mask] = 0
-    structure = ndimage.generate_binary_structure(3, 1)
     for _ in range(4 * sum(labels.shape)):
-        grown = ndimage.grey_dilation(labels, footprint=structure)
+        grown = ndimage.maximum_filter(labels, size=3)
         new = (labels == 0) & mask & (grown > 0)
         if not new.any():
             break

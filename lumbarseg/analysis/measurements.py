@@ -23,6 +23,7 @@ from lumbarseg.analysis.profiles import (
     extent,
     fit_line,
     longest_run,
+    longest_runs,
     pixel_points,
     principal_axes,
     runs_along,
@@ -54,8 +55,18 @@ class Shape2D:
     mask: np.ndarray
     frame: Frame
     ap: Tuple[float, float]
+    reach: float = REACH_MM  # no point of the structure lies farther from the frame's centre (mm)
+
     superior: Optional[Tuple[Point, Point]] = None  # endplate line (point, direction)
     inferior: Optional[Tuple[Point, Point]] = None
+
+    def run(self, spacing: Sequence[float], point: Point, direction: Point) -> Optional[Run]:
+        """The longest run through the structure along a line from a point inside it."""
+        return longest_run(self.mask, spacing, point, direction, -2 * self.reach, 2 * self.reach)
+
+    def runs(self, spacing: Sequence[float], points: Sequence[Point], direction: Point) -> List[Optional[Run]]:
+        """``run`` for parallel lines through several points."""
+        return longest_runs(self.mask, spacing, np.asarray(points), direction, -2 * self.reach, 2 * self.reach)
 
 
 def _line(run: Run) -> Tuple[Tuple[float, float], Tuple[float, float]]:
@@ -73,7 +84,8 @@ def shape_2d(mask: np.ndarray, spacing: Sequence[float], up: Optional[Point] = N
     points = pixel_points(mask, spacing)
     centre, _, minor = principal_axes(points)
     frame = Frame.from_up(centre, minor if up is None else up)
-    return Shape2D(mask.astype(np.float32), frame, extent(points, frame.v, spacing))
+    reach = float(np.sqrt(((points - centre) ** 2).sum(axis=1).max())) + 2 * max(spacing)
+    return Shape2D(mask.astype(np.float32), frame, extent(points, frame.v, spacing), reach)
 
 
 def body_column(mask: np.ndarray, spacing: Sequence[float], up: Point, discs: Sequence[Shape2D],
@@ -102,25 +114,22 @@ def body_column(mask: np.ndarray, spacing: Sequence[float], up: Point, discs: Se
 
 def heights(level: Level, shape: Shape2D, spacing: Sequence[float]) -> None:
     """Anterior/middle/posterior heights, AP depth and both endplate lines of a body or disc."""
+    runs = endplates(shape, spacing)
     for name, fraction in HEIGHT_FRACTIONS.items():
-        run = longest_run(shape.mask, spacing, _point_at(shape, fraction), shape.frame.u, -REACH_MM, REACH_MM)
+        run = runs[int(np.argmin(np.abs(ENDPLATE_FRACTIONS - fraction)))]
         level.measurements[f"{name}_height_mm"] = run.length if run else None
         if run:
             level.lines[f"{name}_height"] = _line(run)
     level.measurements["depth_mm"] = shape.ap[1] - shape.ap[0]
-    endplates(shape, spacing)
 
 
-def endplates(shape: Shape2D, spacing: Sequence[float]) -> None:
-    """Fit the superior and inferior endplate lines from the ends of height lines across the depth."""
-    tops: List[Point] = []
-    bottoms: List[Point] = []
-    for fraction in ENDPLATE_FRACTIONS:
-        run = longest_run(shape.mask, spacing, _point_at(shape, fraction), shape.frame.u, -REACH_MM, REACH_MM)
-        if run:
-            tops.append(run.end)  # u points superior: the run ends at the superior endplate
-            bottoms.append(run.start)
-    shape.superior, shape.inferior = fit_line(tops), fit_line(bottoms)
+def endplates(shape: Shape2D, spacing: Sequence[float]) -> List[Optional[Run]]:
+    """Fit the superior and inferior endplate lines from the ends of height lines across the depth
+    (``ENDPLATE_FRACTIONS``, which hold the 15/50/85 % height positions); returns those lines."""
+    runs = shape.runs(spacing, [_point_at(shape, f) for f in ENDPLATE_FRACTIONS], shape.frame.u)
+    shape.superior = fit_line([r.end for r in runs if r])  # u points superior: runs end at the superior endplate
+    shape.inferior = fit_line([r.start for r in runs if r])
+    return runs
 
 
 def vertebral_ratios(level: Level) -> None:
@@ -210,16 +219,11 @@ def canal_ap(level: Level, canal: np.ndarray, centre: Point, frame: Frame, spaci
 
 def posterior_wall(shape: Shape2D, spacing: Sequence[float]) -> Optional[Tuple[Point, Point]]:
     """The posterior wall line: posterior ends of AP lines across the central 60 % of the body's height."""
-    middle = longest_run(shape.mask, spacing, _point_at(shape, 0.5), shape.frame.u, -REACH_MM, REACH_MM)
+    middle = shape.run(spacing, _point_at(shape, 0.5), shape.frame.u)
     if middle is None:
         return None
-    ends = []
-    for fraction in np.linspace(0.2, 0.8, 13):
-        point = middle.start + fraction * (middle.end - middle.start)
-        run = longest_run(shape.mask, spacing, point, shape.frame.v, -REACH_MM, REACH_MM)
-        if run is not None:
-            ends.append(run.end)
-    line = fit_line(ends)
+    points = [middle.start + f * (middle.end - middle.start) for f in np.linspace(0.2, 0.8, 13)]
+    line = fit_line([run.end for run in shape.runs(spacing, points, shape.frame.v) if run is not None])
     if line is None:
         return None
     return line[0], (line[1] if line[1] @ shape.frame.u >= 0 else -line[1])

@@ -93,7 +93,11 @@ def _check_direction(frames: Dict[int, DiscFrame], source: str) -> None:
 
 
 def _crop(array: np.ndarray, spacing: Sequence[float]) -> Tuple[slice, ...]:
-    box = ndimage.find_objects((array > 0).astype(np.uint8))[0]
+    """The labelled region plus a margin in-plane (all slices that hold labels)."""
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(array.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
     margin = [int(np.ceil(MARGIN_MM / s)) if axis else 0 for axis, s in enumerate(spacing)]
     return tuple(slice(max(0, b.start - m), min(n, b.stop + m)) for b, m, n in zip(box, margin, array.shape))
 
@@ -148,7 +152,6 @@ def _make_levels(inst: Instances, crop: Tuple[slice, ...], full: Sequence[int],
                       tuple(float(c) for c in inst.frames[k].centre))  # type: ignore[arg-type]
         shapes[("disc", k)] = ms.shape_2d(_component(_in_slice(sub, box, index, shape)), sp2)
         levels.append(level)
-    boxes = ndimage.find_objects(inst.vertebrae)
     for value, box in enumerate(ndimage.find_objects(inst.bodies), start=1):
         if box is None:
             continue
@@ -156,9 +159,7 @@ def _make_levels(inst: Instances, crop: Tuple[slice, ...], full: Sequence[int],
         seed = inst.bodies[box] == value
         index = _mid_slice(seed, box)
         ups = [inst.frames[k].normal for k in (position, position + 1) if k in inst.frames]
-        whole = boxes[value - 1]
-        body = _component(_in_slice(inst.vertebrae[whole] == value, whole, index, shape),
-                          _in_slice(seed, box, index, shape))
+        body = _component(inst.vertebrae[index] == value, _in_slice(seed, box, index, shape))
         centre = [float(np.mean(i) + b.start) * s for i, b, s in zip(np.nonzero(seed), box, spacing)]
         level = Level(vertebra_name(position), "sacrum" if position == 0 else "vertebra", position,
                       _edge(box, shape, crop, full), index + crop[0].start, tuple(centre))  # type: ignore[arg-type]

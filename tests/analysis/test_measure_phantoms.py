@@ -148,11 +148,12 @@ def test_lordosis_and_sacrum(spacing, orientation):
         for side in HEIGHT_FRACTIONS:
             assert level.measurements[f"{side}_height_mm"] == pytest.approx(BODY, abs=tol), (name, side)
         # each body stands on a wedge disc whose top edge is longer than 30 mm: the body above sits
-        # slightly forward of the corner below (posterior-inferior vs posterior-superior corner)
+        # slightly forward of the corner below (posterior-inferior vs posterior-superior corner). A slip
+        # is the difference of two corners, each found within half a voxel on tilted edges: one voxel.
         upper, lower = placed[name].corners, placed[below[name]].corners
         direction = (lower[2] - lower[3]) / np.linalg.norm(lower[2] - lower[3])  # lower's superior endplate
         assert level.measurements["listhesis_mm"] == pytest.approx(float((lower[2] - upper[1]) @ direction),
-                                                                    abs=tol), name
+                                                                    abs=2 * tol), name
         assert level.measurements["wedge_ratio"] == pytest.approx(1.0, abs=2 * tol / BODY)
 
 
