@@ -152,20 +152,31 @@ def _make_levels(inst: Instances, crop: Tuple[slice, ...], full: Sequence[int],
                       tuple(float(c) for c in inst.frames[k].centre))  # type: ignore[arg-type]
         shapes[("disc", k)] = ms.shape_2d(_component(_in_slice(sub, box, index, shape)), sp2)
         levels.append(level)
+    disc_slices = {lv.position: lv.slice - crop[0].start for lv in levels}
     for value, box in enumerate(ndimage.find_objects(inst.bodies), start=1):
         if box is None:
             continue
         position = value - 1
         seed = inst.bodies[box] == value
         index = _mid_slice(seed, box)
-        ups = [inst.frames[k].normal for k in (position, position + 1) if k in inst.frames]
-        body = _component(inst.vertebrae[index] == value, _in_slice(seed, box, index, shape))
+        ups = np.sum([inst.frames[k].normal for k in (position, position + 1) if k in inst.frames], axis=0)
+        discs = [shapes[("disc", k)] for k in (position, position + 1) if ("disc", k) in shapes]
+
+        def body_on(index: int, box: Tuple[slice, ...] = box, seed: np.ndarray = seed, value: int = value,
+                    ups: np.ndarray = ups, discs: List[ms.Shape2D] = discs) -> Optional[ms.Shape2D]:
+            if not box[0].start <= index < box[0].stop:
+                return None
+            body = _component(inst.vertebrae[index] == value, _in_slice(seed, box, index, shape))
+            return ms.shape_2d(ms.body_column(body, sp2, ups, discs), sp2, ups) if body.any() else None
+
         centre = [float(np.mean(i) + b.start) * s for i, b, s in zip(np.nonzero(seed), box, spacing)]
         level = Level(vertebra_name(position), "sacrum" if position == 0 else "vertebra", position,
                       _edge(box, shape, crop, full), index + crop[0].start, tuple(centre))  # type: ignore[arg-type]
-        discs = [shapes[("disc", k)] for k in (position, position + 1) if ("disc", k) in shapes]
-        shapes[("body", position)] = ms.shape_2d(ms.body_column(body, sp2, np.sum(ups, axis=0), discs), sp2,
-                                                 np.sum(ups, axis=0))
+        shapes[("body", position)] = body_on(index)
+        # both vertebrae of a motion segment are compared on the slice of the disc between them
+        for key, disc in (("over", position), ("under", position + 1)):
+            if disc in disc_slices:
+                shapes[(key, position)] = body_on(disc_slices[disc])
         levels.append(level)
     return levels, shapes
 
@@ -191,8 +202,11 @@ def _measure(levels: List[Level], shapes: Dict[Tuple[str, int], ms.Shape2D], can
             ms.genant(level, neighbours)
             below = bodies.get(level.position - 1)
             if below is not None and (not below.partial or below.kind == "sacrum"):
-                ms.listhesis(level, shapes[("body", level.position)], below, shapes[("body", below.position)], sp2,
-                             thresholds)
+                upper, lower = shapes.get(("over", level.position)), shapes.get(("under", below.position))
+                if upper is not None and lower is not None:
+                    ms.endplates(upper, sp2)
+                    ms.endplates(lower, sp2)
+                    ms.listhesis(level, upper, below, lower, sp2, thresholds)
         elif level.kind == "disc" and not level.partial:
             ms.disc_height_index(level, [bodies[p] for p in (level.position, level.position - 1)
                                          if p in bodies and bodies[p].kind == "vertebra"])
