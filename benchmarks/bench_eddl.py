@@ -36,8 +36,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         print("bench_eddl: pyeddl not installed, skipped")
         return
 
-    from lumbarseg.engines.base import LossConfig, OptimizerConfig
-    from lumbarseg.engines.eddl_engine import EddlEngine, build_unet, computing_service, quiet
+    from lumbarseg.config import LossConfig, OptimizerConfig
+    from lumbarseg.engines.eddl_compute import computing_service, quiet
+    from lumbarseg.engines.eddl_engine import EddlEngine
+    from lumbarseg.engines.eddl_net import build_unet
     from lumbarseg.networks.unet import UNetSpec
 
     spec = UNetSpec(depth=4, base_filters=8)
@@ -48,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     engine = EddlEngine(spec, threads=args.threads)
     engine.configure_training(OptimizerConfig(name="adam", lr=1e-3), LossConfig())
-    bare, _ = build_unet(spec, (args.size, args.size))
+    bare, _ = build_unet(spec.architecture(), (args.size, args.size))
     with quiet():
         eddl.build(bare, eddl.adam(1e-3), ["softmax_cross_entropy"], ["none"],
                    computing_service(engine.device, args.threads), True)

@@ -53,7 +53,7 @@ def _bare_loop(spec, batch: int, rows: int, cols: int, steps: int, device: str) 
     """Seconds for ``steps`` plain PyTorch steps on one preloaded batch (same net, loss and optimiser)."""
     import torch
 
-    from lumbarseg.engines.base import LossConfig
+    from lumbarseg.config import LossConfig
     from lumbarseg.engines.torch_engine import UNet, segmentation_loss
 
     torch.manual_seed(0)

@@ -1,9 +1,10 @@
 """lumbarseg: semantic segmentation of the lumbar spine on sagittal MRI.
 
-The data flow mirrors the subpackages: ``io`` (volumes and geometry) -> ``data`` (DeepHealth
-Dataset YAML, builders, loader) -> ``transforms`` (ECVL-named augmentations) -> ``engines``
-(EDDL and PyTorch behind one interface) -> ``networks`` (the U-Net spec) -> ``inference``
-(predict) -> ``evaluation`` (metrics and reports). Importing this package needs no engine.
+The data flow mirrors the subpackages: ``io`` (volumes and geometry, cases) -> ``data`` (DeepHealth
+Dataset YAML, builders, loader) -> ``transforms`` (ECVL-named augmentations) -> ``networks`` (the
+U-Net as data) -> ``engines`` (EDDL and PyTorch behind one interface) -> ``model`` (the ONNX
+contract) -> ``training`` -> ``inference`` (predict, batch) -> ``evaluation`` (metrics and reports).
+Importing this package needs no engine.
 """
 from __future__ import annotations
 

@@ -31,15 +31,38 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from lumbarseg.engines.base import LossConfig, OptimizerConfig
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.networks.unet import UNetSpec
-from lumbarseg.transforms.ecvl_spec import parse_spec
+from lumbarseg.transforms.ecvl_spec import SEQUENTIAL, AugSpec, make_spec, parse_spec
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "poly")
 STOP_METRICS = {"mean_dice": "max", "train_loss": "min"}  # metric -> which direction is better
 SPLITS = ("training", "validation")
+# Augmentations after which the image size is fixed; without one the split is resized to input_size first.
+SIZING_AUGMENTATIONS = ("AugResizeDim", "AugResizeScale", "AugRandomCrop", "AugCenterCrop")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"  # one of OPTIMIZERS
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd and rmsprop
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Cross-entropy plus soft Dice averaged over the foreground classes."""
+
+    ce_weight: float = 1.0
+    dice_weight: float = 1.0
+    class_weights: Optional[List[float]] = field(default=None)  # per class, for the cross-entropy
+
+
+def unknown_optimizer(name: str) -> LumbarsegError:
+    """The error for an optimiser name that is not one of :data:`OPTIMIZERS`."""
+    return LumbarsegError("optimizer.name", f"unknown optimiser {name!r} (choose from {', '.join(OPTIMIZERS)})")
 
 
 @dataclass(frozen=True)
@@ -77,19 +100,8 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """The U-Net hyperparameters; the number of classes comes from the dataset."""
-
-    in_channels: int = 1
-    depth: int = 4
-    base_filters: int = 16
-    norm: str = "batch"
-    dropout: float = 0.0
-
-
-@dataclass(frozen=True)
 class ExperimentConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: UNetSpec = field(default_factory=UNetSpec)  # num_classes: from the classes, see spec()
     classes: Optional[List[str]] = None  # set from the dataset; a given list must match it
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -107,7 +119,7 @@ class ExperimentConfig:
     def spec(self, num_classes: Optional[int] = None) -> UNetSpec:
         """The architecture for ``num_classes`` (default: ``len(classes)``)."""
         n = num_classes if num_classes is not None else len(self.classes or ())
-        return UNetSpec(num_classes=n, **asdict(self.model))
+        return replace(self.model, num_classes=n)
 
     def with_classes(self, classes: Sequence[str], source: str) -> ExperimentConfig:
         """This config for a dataset with ``classes``; an error if the config names other classes."""
@@ -118,6 +130,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         data = _plain(asdict(self))
+        data["model"] = {f.name: data["model"][f.name] for f in _config_fields(UNetSpec)}
         data["input_size"] = list(self.input_size)
         return data
 
@@ -148,6 +161,20 @@ def load_config(path: Union[str, Path, None], overrides: Optional[Mapping[str, A
     return config_from_dict(data, source)
 
 
+def sized_augmentation(config: ExperimentConfig, split: str) -> AugSpec:
+    """The split's augmentation, starting with a resize to ``input_size`` unless it sizes images itself."""
+    text = config.augmentation.get(split)
+    rows, cols = config.input_size
+    resize = make_spec("AugResizeDim", source=f"augmentation.{split}", dims=[cols, rows])  # ECVL: (width, height)
+    if text is None:
+        return resize
+    spec = parse_spec(text, source=f"augmentation.{split}")
+    if any(node.name in SIZING_AUGMENTATIONS for node in spec.walk()):
+        return spec
+    children = spec.children if spec.name == SEQUENTIAL else (spec,)
+    return AugSpec(SEQUENTIAL, {}, (resize,) + tuple(children))
+
+
 def config_from_dict(data: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
     data = dict(data)
     if isinstance(data.get("augmentation"), Mapping):  # a split left out has no augmentation
@@ -176,7 +203,7 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise LumbarsegError(source, f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
+    names = [f.name for f in _config_fields(cls)]
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
@@ -185,8 +212,14 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     values = {name: _convert(data[name], hints[name], source, prefix + name) for name in names if name in data}
     try:
         return cls(**values)
-    except LumbarsegError as exc:
-        raise LumbarsegError(source, f"{prefix.rstrip('.')}: {exc.problem}") from None
+    except LumbarsegError as exc:  # a dataclass's own check; it may name its key more precisely
+        key = exc.source if exc.source.startswith(prefix.rstrip(".")) else prefix.rstrip(".")
+        raise LumbarsegError(source, f"{key}: {exc.problem}") from None
+
+
+def _config_fields(cls: type) -> List[Any]:
+    """The dataclass fields a config file may set (``metadata={"config": False}`` ones are derived)."""
+    return [f for f in fields(cls) if f.metadata.get("config", True)]
 
 
 def _convert(value: Any, hint: Any, source: str, key: str) -> Any:
@@ -244,7 +277,7 @@ def _validate(config: ExperimentConfig, source: str) -> None:
     if config.classes is not None and (len(config.classes) < 2 or config.classes[0] != "background"):
         fail("classes", f"must start with 'background' and name >= 2 classes, got {config.classes}")
     if config.optimizer.name not in OPTIMIZERS:
-        fail("optimizer.name", f"unknown optimiser {config.optimizer.name!r} (choose from {', '.join(OPTIMIZERS)})")
+        raise LumbarsegError(source, str(unknown_optimizer(config.optimizer.name)))
     if config.optimizer.lr <= 0:
         fail("optimizer.lr", f"must be > 0, got {config.optimizer.lr}")
     if config.schedule.name not in SCHEDULES:

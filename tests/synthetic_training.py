@@ -35,7 +35,7 @@ def make_dataset(folder: Path, n_train: int = 6, n_val: int = 2, size: int = 32,
     if splits is None:
         splits = {"training": list(range(n_train)), "validation": list(range(n_train, n_train + n_val))}
     dataset = DeepHealthDataset("synthetic", "synthetic test slices", folder, samples, splits,
-                                meta={"classes": list(classes), "spacing": [1.0, 1.0]})
+                                meta={"classes": list(classes), "spacing": [1.0, 1.0], "slice_spacing": 2.5})
     path = folder / "dataset.yml"
     write_dataset(dataset, path)
     return path

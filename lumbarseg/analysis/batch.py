@@ -15,8 +15,8 @@ from lumbarseg.analysis.measurements import Thresholds
 from lumbarseg.analysis.report import csv_text, output_names, rows, write_case
 from lumbarseg.analysis.spine import SpineReport, analyse, measure_mask
 from lumbarseg.errors import LumbarsegError
-from lumbarseg.inference.cases import Case, find_cases
 from lumbarseg.io.atomic import write_text
+from lumbarseg.io.cases import Case, find_cases
 from lumbarseg.labels import LabelMap
 
 PathLike = Union[str, Path]

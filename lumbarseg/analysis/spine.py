@@ -18,7 +18,7 @@ from lumbarseg.analysis import measurements as ms
 from lumbarseg.analysis.instances import DiscFrame, Instances, split_instances
 from lumbarseg.analysis.levels import CANAL_VALUE, DISC_OFFSET, Level, disc_name, order_key, vertebra_name
 from lumbarseg.errors import LumbarsegError
-from lumbarseg.io.volume import CANONICAL, Volume, reorient
+from lumbarseg.io.volume import CANONICAL, Header, Volume, reorient
 from lumbarseg.labels import LabelMap
 
 MARGIN_MM = 15.0
@@ -271,7 +271,7 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
     levels.sort(key=order_key)
     values = np.zeros(canonical.shape, np.uint8)
     values[crop] = _levels_array(inst, classes_crop, canal_class, levels)
-    header = index.header if index.header.get("format") == "nifti" else {}
+    header = index.header if index.header.format == "nifti" else Header()
     levels_volume = Volume(undo.undo(values), index.affine, index.source, header)
     _to_full(levels, [b.start * s for b, s in zip(crop, spacing)])
     shown = int(np.median([lv.slice for lv in levels if lv.kind != "disc"] or [lv.slice for lv in levels]))

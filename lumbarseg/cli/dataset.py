@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
+from lumbarseg.cli.options import SPACING_METAVAR, parse_spacing
 from lumbarseg.data.patterns import DEFAULT_SLICE_PATTERN, DEFAULT_VOLUME_PATTERN, SPIDER_SPACING
 from lumbarseg.data.split import SPLITS
-from lumbarseg.errors import LumbarsegError
 
 SPLIT_HELP = "training,validation,test fractions of the patients (default 0.8,0.1,0.1)"
 MAX_PROBLEM_LINES = 50
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     slices.add_argument("--pattern", default=DEFAULT_SLICE_PATTERN,
                         help="regex on the file name with groups (?P<patient>...) and optional (?P<slice>...) "
                              "(default: SPIDER names, %(default)s)")
-    slices.add_argument("--spacing", metavar="ROW,COL[,SLICE]",
+    slices.add_argument("--spacing", metavar=SPACING_METAVAR,
                         help="pixel spacing in mm, recorded in the dataset (default unknown; SPIDER: "
                              f"{','.join(map(str, SPIDER_SPACING))})")
     _add_common(slices)
@@ -85,13 +85,6 @@ def _split_spec(args: argparse.Namespace):
     return SplitSpec(parse_fractions(args.split), args.seed, fixed)
 
 
-def _parse_spacing(text: str) -> List[float]:
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise LumbarsegError("--spacing", f"{text!r} is not ROW,COL[,SLICE] in mm") from None
-
-
 def _report_built(dataset) -> int:
     counts = ", ".join(f"{name} {len(idx)}" for name, idx in dataset.split.items())
     patients = len({dataset.patient(i) for i in range(len(dataset.samples))})
@@ -104,7 +97,8 @@ def _from_slices(args: argparse.Namespace) -> int:
     from lumbarseg.labels import LabelMap
 
     label_map = LabelMap.load(args.label_map)
-    spacing = _parse_spacing(args.spacing) if args.spacing else None
+    parsed = parse_spacing([args.spacing] if args.spacing else None)
+    spacing = [v for v in parsed if v is not None] if parsed else None  # row, col[, slice]
     dataset = from_slices(args.images, args.masks, args.output, label_map, pattern=args.pattern,
                           split=_split_spec(args), spacing=spacing, name=args.name, overwrite=args.overwrite)
     return _report_built(dataset)

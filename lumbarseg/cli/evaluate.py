@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
+from lumbarseg.engines.registry import DEVICE_HELP, RUNTIMES
 from lumbarseg.errors import LumbarsegError
 
 
@@ -13,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="Dice, IoU, HD95, ASSD per case and class, with a report",
         description="Either --pred P --gt G (files, or folders matched by case name) or --dataset DS.yml --split S.",
+        formatter_class=Formatter,
     )
     parser.add_argument("--pred", type=Path, help="predicted mask file or folder")
     parser.add_argument("--gt", type=Path, help="ground-truth mask file or folder")
@@ -20,13 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="raw mask values -> classes: built-in name or YAML (default: spider-png)")
     parser.add_argument("--pred-label-map", default=None, help="label map of the predictions (default: --label-map)")
     parser.add_argument("--images", type=Path, default=None, help="images matched by case name, for the overlays")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("SLICE", "ROW", "COL"),
-                        help="voxel size in mm for PNG slice stacks (default 1 mm)")
+    add_spacing(parser, "voxel size in mm for PNG slice stacks (default 1 mm each)")
     parser.add_argument("--dataset", type=Path, help="DeepHealth dataset YAML: predict and score a split")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: models/lumbarseg-spine-t2.onnx)")
-    parser.add_argument("--runtime", choices=("onnxruntime", "torch", "eddl"), default="onnxruntime")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("-o", "--output", required=True, type=Path, help="report folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     parser.set_defaults(func=run)
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
                                    overwrite=args.overwrite)
     elif args.pred is not None and args.gt is not None:
         summary = evaluate_folders(args.pred, args.gt, args.output, args.label_map, args.pred_label_map, args.images,
-                                   args.spacing, overwrite=args.overwrite)
+                                   volume_spacing(parse_spacing(args.spacing), slice_default=1.0),
+                                   overwrite=args.overwrite)
     else:
         raise LumbarsegError("evaluate", "give --pred and --gt, or --dataset")
     short = {name: {m: stats[m]["mean"] for m in ("dice", "hd95")} for name, stats in summary.items()}

@@ -5,12 +5,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "measure", help="name the levels of a spine mask and measure them (heights, canal, lordosis, listhesis)",
         description="Split a vertebra/disc/canal mask into named levels (L5-S1 = the lowest disc) and measure "
                     "each on its mid-sagittal plane. A folder of masks is a batch with a CSV over all cases.",
+        formatter_class=Formatter,
     )
     parser.add_argument("-i", "--input", required=True, type=Path,
                         help="mask file, DICOM/PNG folder, or a folder of masks")
@@ -19,8 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="raw mask values -> classes: built-in name (lumbarseg, spider-png, spider) or YAML "
                              "(default: lumbarseg, the values predict writes)")
     parser.add_argument("--image", type=Path, default=None, help="the image(s), matched by case name, for the figure")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("SLICE", "ROW", "COL"),
-                        help="voxel size in mm for PNG slice stacks (default 1 mm)")
+    add_spacing(parser, "voxel size in mm for PNG slice stacks (default 1 mm each)")
     parser.add_argument("--canal-relative", type=float, default=12.0, help="relative canal stenosis below MM (12)")
     parser.add_argument("--canal-absolute", type=float, default=10.0, help="absolute canal stenosis below MM (10)")
     parser.add_argument("--listhesis", type=float, default=3.0, help="flag a slip from MM (3)")
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from lumbarseg.analysis import Thresholds, measure_path
 
     thresholds = Thresholds(args.canal_relative, args.canal_absolute, args.listhesis)
-    reports, failed = measure_path(args.input, args.output, args.label_map, args.image, args.spacing, thresholds,
+    spacing = volume_spacing(parse_spacing(args.spacing), slice_default=1.0)
+    reports, failed = measure_path(args.input, args.output, args.label_map, args.image, spacing, thresholds,
                                    overwrite=args.overwrite)
     for report in reports:
         lordosis = report.alignment.get("lordosis_deg")

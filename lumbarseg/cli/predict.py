@@ -4,24 +4,23 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
 
-from lumbarseg.errors import LumbarsegError
-
-RUNTIME_CHOICES = ("onnxruntime", "torch", "eddl")
+from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
+from lumbarseg.engines.registry import RUNTIMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="segment a volume (NIfTI, MetaImage, DICOM series, PNG slices) or a folder of cases",
         description="Label vertebrae, discs and spinal canal. The mask keeps the input's grid and geometry.",
+        formatter_class=Formatter,
     )
     parser.add_argument("-i", "--input", required=True, type=Path,
                         help="a volume file, a DICOM series or PNG slice folder, or a folder of cases")
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="mask file (.nii.gz/.nii/.mha, one case only) or output folder")
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: models/lumbarseg-spine-t2.onnx)")
-    parser.add_argument("--runtime", choices=RUNTIME_CHOICES, default="onnxruntime")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or fpga (fpga: --runtime eddl)")
     parser.add_argument("--tta", nargs="?", const="ap", default=None, metavar="AXES",
                         help="test-time augmentation by flips: 'ap' (default when given), 'si' or 'ap,si'")
@@ -31,98 +30,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlay", action="store_true", help="also write a PNG mosaic of slices with the labels")
     parser.add_argument("--measure", action="store_true",
                         help="also name the levels and measure them, as `lumbarseg measure` (<case>_spine.*)")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("SLICE", "ROW", "COL"),
-                        help="voxel size in mm for PNG slice input (default: the model's in-plane spacing)")
+    add_spacing(parser, "voxel size in mm for PNG slice input (default: the model's in-plane spacing; SLICE: the "
+                        "model's training slice spacing, else 1 mm)")
     parser.add_argument("--batch-size", type=int, default=2, help="slices per inference batch (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.set_defaults(func=run)
 
 
-def _is_inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def _plan(cases: List[Any], output: Path) -> Tuple[List[Tuple[Any, Path, Path]], Path]:
-    """For each case: (case, mask path, extras stem); and the measurements stem."""
-    from lumbarseg.inference.cases import case_name
-    from lumbarseg.inference.outputs import MASK_SUFFIXES, mask_suffix
-
-    if output.name.lower().endswith(MASK_SUFFIXES):
-        if len(cases) != 1:
-            raise LumbarsegError(output, f"input holds {len(cases)} cases: give an output folder, not a file")
-        stem = output.with_name(case_name(output))
-        return [(cases[0], output, stem)], stem.with_name(stem.name + "_measurements")
-    plan = [(c, output / (c.name + mask_suffix(c.format, c.path)), output / c.name) for c in cases]
-    return plan, output / "measurements"
-
-
-def _check_not_input(input_path: Path, cases: List[Any], output: Path) -> None:
-    """Never write over or into the input."""
-    if output.resolve() == input_path.resolve():
-        raise LumbarsegError(output, "output is the input; choose another path")
-    if input_path.is_dir() and _is_inside(output, input_path):
-        raise LumbarsegError(output, f"output is inside the input folder {input_path}; choose another path")
-    for case in cases:
-        if output.resolve() == case.path.resolve() or (case.path.is_dir() and _is_inside(output, case.path)):
-            raise LumbarsegError(output, f"output would write into the input {case.path}")
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from lumbarseg.analysis import measure_prediction, write_batch_csv, write_case
-    from lumbarseg.inference.cases import find_cases
-    from lumbarseg.inference.outputs import measure, write_mask, write_measurements, write_overlay, write_probabilities
-    from lumbarseg.inference.predict import Predictor
+    from lumbarseg.inference.batch import predict_folder
 
-    cases = find_cases(args.input)
-    _check_not_input(args.input, cases, args.output)
-    plan, measurements_stem = _plan(cases, args.output)
-    tta = args.tta.split(",") if args.tta else False
-    predictor = Predictor(args.model, args.runtime, args.device, tta, not args.no_postprocess, args.batch_size,
-                          args.threads)
-    rows: List[Dict[str, Any]] = []
-    spines: List[Any] = []
-    failed: List[str] = []
-    single = len(plan) == 1
-    for case, mask_path, stem in tqdm(plan, desc="cases", unit="case", disable=single or None, file=sys.stderr):
-        try:
-            if mask_path.exists() and not args.overwrite:
-                raise LumbarsegError(mask_path, "output exists (use --overwrite)")
-            volume = predictor.read(case, args.spacing)
-            with tqdm(total=volume.shape[0], desc=case.name, unit="slice", disable=not single or None,
-                      file=sys.stderr, leave=False) as bar:
-                prediction = predictor(volume, probabilities=args.probabilities, progress=bar)
-            spine = measure_prediction(prediction, stem.name) if args.measure else None  # before any write
-            write_mask(prediction, mask_path, overwrite=args.overwrite)
-            if args.probabilities:
-                write_probabilities(prediction, stem.with_name(stem.name + "_probabilities.nii.gz"))
-            if args.overlay:
-                write_overlay(prediction, stem.with_name(stem.name + "_overlay.png"), title=case.name)
-            rows.extend(measure(prediction, case.name))
-            if spine is not None:
-                write_case(spine, stem.parent)
-                spines.append(spine)
-        except (LumbarsegError, MemoryError, RuntimeError, ValueError, OSError) as exc:  # one bad case: go on
-            error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(
-                case.source, f"{type(exc).__name__}: {exc}")
-            if single:
-                raise error from None
-            failed.append(case.name)
-            tqdm.write(f"lumbarseg: error: {error}", file=sys.stderr)
-    if rows:
-        write_measurements(rows, measurements_stem, {"model": str(predictor.model_path), "runtime": args.runtime})
-    if spines and not single:
-        write_batch_csv(spines, measurements_stem.with_name("spine.csv"))
-    done = len(plan) - len(failed)
-    print(f"{done} of {len(plan)} case(s) segmented -> {args.output}", file=sys.stderr)
-    if failed:
-        print(f"lumbarseg: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
+    result = predict_folder(
+        args.input, args.output, args.model, args.runtime, args.device,
+        tta=args.tta.split(",") if args.tta else False, postprocess=not args.no_postprocess,
+        batch_size=args.batch_size, threads=args.threads, spacing=volume_spacing(parse_spacing(args.spacing)),
+        probabilities=args.probabilities, overlay=args.overlay, measure_spine=args.measure, overwrite=args.overwrite,
+        progress=True,
+        on_error=lambda error: tqdm.write(f"lumbarseg: error: {error}", file=sys.stderr))
+    print(f"{result.done} of {result.total} case(s) segmented -> {args.output}", file=sys.stderr)
+    if result.failed:
+        print(f"lumbarseg: {len(result.failed)} case(s) failed: {', '.join(result.failed)}", file=sys.stderr)
         return 1
     return 0
-

@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict
 
+from lumbarseg.config import OPTIMIZERS, SCHEDULES
+from lumbarseg.engines.registry import DEVICE_HELP, ENGINES
 from lumbarseg.errors import LumbarsegError
 
 # CLI flag -> dotted config key (flags override the config file).
@@ -20,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "checkpoints/}. Continue a killed run with --resume RUN_DIR.")
     parser.add_argument("--dataset", type=Path, help="DeepHealth dataset YAML (training and validation splits)")
     parser.add_argument("--config", type=Path, help="experiment config YAML (e.g. configs/unet_spider.yml)")
-    parser.add_argument("--engine", default="torch", help="torch (default) or eddl")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:0,1 or fpga")
+    parser.add_argument("--engine", default="torch", help=f"{', '.join(ENGINES)} (default: torch)")
+    parser.add_argument("--device", default=None, help=f"{DEVICE_HELP} (default: cpu)")
     parser.add_argument("--out", type=Path, help="new run directory (must not exist or be empty)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run to its epoch count")
     parser.add_argument("--init", type=Path, metavar="MODEL.onnx", help="start from this model's weights")
@@ -30,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     overrides.add_argument("--epochs", type=int)
     overrides.add_argument("--batch-size", type=int)
     overrides.add_argument("--lr", type=float, help="learning rate")
-    overrides.add_argument("--optimizer", help="adam, sgd or rmsprop")
-    overrides.add_argument("--schedule", help="constant, cosine, step or poly")
+    overrides.add_argument("--optimizer", help=", ".join(OPTIMIZERS))
+    overrides.add_argument("--schedule", help=", ".join(SCHEDULES))
     overrides.add_argument("--seed", type=int)
     overrides.add_argument("--workers", type=int, help="loader threads")
     overrides.add_argument("--threads", type=int, help="engine CPU threads")

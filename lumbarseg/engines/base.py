@@ -5,68 +5,22 @@ predictions float32 class probabilities (N, C, H, W) with the softmax over the c
 """
 from __future__ import annotations
 
-import importlib
-import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional, Tuple, Type
+from typing import ClassVar, Optional
 
 import numpy as np
 
-from lumbarseg.errors import LumbarsegError
+from lumbarseg.config import LossConfig, OptimizerConfig
+from lumbarseg.engines.registry import DEVICE_KINDS, ENGINES, RUNTIMES, Device, get_engine, parse_device
 from lumbarseg.networks.unet import UNetSpec
 
-# engine name -> (module, class, pip extra that installs it)
-ENGINES: Dict[str, Tuple[str, str, str]] = {
-    "torch": ("lumbarseg.engines.torch_engine", "TorchEngine", "torch"),
-    "eddl": ("lumbarseg.engines.eddl_engine", "EddlEngine", "eddl"),
-}
-DEVICE_KINDS = ("cpu", "cuda", "fpga")
-# What every engine's network, loss and ONNX graph share, so that they agree.
-ONNX_OPSET = 13  # Softmax over one axis (the channels); opset 11's flattens C*H*W
+__all__ = ["BN_EPS", "DEVICE_KINDS", "DICE_SMOOTH", "ENGINES", "RUNTIMES", "Device", "Engine",
+           "LossConfig", "OptimizerConfig", "get_engine", "parse_device"]
+
+# What every engine's network and loss share, so that they agree (the ONNX opset: model.onnx_graph).
 BN_EPS = 1e-5
 DICE_SMOOTH = 1e-5  # soft Dice = (2 * intersection + smooth) / (sums + smooth)
-_DEVICE = re.compile(r"^(cpu|cuda|fpga)(?::(\d+(?:,\d+)*))?$")
-
-
-@dataclass(frozen=True)
-class Device:
-    """Where an engine runs: ``cpu``, ``cuda`` (GPU ids), or ``fpga``."""
-
-    kind: str = "cpu"
-    ids: Tuple[int, ...] = ()
-
-    def __str__(self) -> str:
-        return self.kind + (":" + ",".join(map(str, self.ids)) if self.ids else "")
-
-
-def parse_device(text: str) -> Device:
-    """``cpu``, ``cuda``, ``cuda:0``, ``cuda:0,1`` or ``fpga``."""
-    match = _DEVICE.match(text.strip().lower())
-    if not match:
-        raise LumbarsegError("--device", f"unknown device {text!r} (use cpu, cuda, cuda:0,1 or fpga)")
-    ids = tuple(int(i) for i in match.group(2).split(",")) if match.group(2) else ()
-    if match.group(1) == "cuda" and not ids:
-        ids = (0,)
-    return Device(match.group(1), ids)
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    name: str = "adam"  # adam | sgd | rmsprop
-    lr: float = 1e-3
-    momentum: float = 0.9  # sgd and rmsprop
-    weight_decay: float = 0.0
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Cross-entropy plus soft Dice averaged over the foreground classes."""
-
-    ce_weight: float = 1.0
-    dice_weight: float = 1.0
-    class_weights: Optional[List[float]] = field(default=None)  # per class, for the cross-entropy
 
 
 class Engine(ABC):
@@ -117,16 +71,3 @@ class Engine(ABC):
                   seed: int = 0) -> Engine:
         """An engine whose weights come from an ONNX file (written by any engine)."""
 
-
-def get_engine(name: str) -> Type[Engine]:
-    """The engine class by name, imported on demand with a clear error if its library is missing."""
-    if name not in ENGINES:
-        raise LumbarsegError("--engine", f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
-    module_name, class_name, extra = ENGINES[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise LumbarsegError(
-            f"engine {name}", f"{exc.name or exc} is not installed (pip install 'lumbarseg[{extra}]')"
-        ) from None
-    return getattr(module, class_name)

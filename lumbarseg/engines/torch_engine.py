@@ -26,11 +26,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lumbarseg.engines.base import BN_EPS, DICE_SMOOTH, ONNX_OPSET, Device, Engine, LossConfig, OptimizerConfig
+from lumbarseg.config import LossConfig, OptimizerConfig, unknown_optimizer
+from lumbarseg.engines.base import BN_EPS, DICE_SMOOTH, Device, Engine
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_path
 from lumbarseg.model.metadata import INPUT_NAME, OUTPUT_NAME
-from lumbarseg.networks.unet import UNetSpec
+from lumbarseg.model.onnx_graph import ONNX_OPSET, plain_graph, read_unet_weights
+from lumbarseg.networks.unet import Block, UNetSpec
 
 # EDDL's BatchNormalization(momentum=0.9) updates running = 0.9 * running + 0.1 * batch (bnorm.cpp,
 # BN_forward); PyTorch's momentum is the weight of the batch, so 0.1 is the same rule.
@@ -39,47 +41,41 @@ CHECKPOINT_FORMAT = "lumbarseg-torch-checkpoint-1"
 
 
 class ConvBlock(nn.Sequential):
-    """conv3x3 -> BN -> ReLU (conv without bias when BN follows: BN's shift makes it redundant)."""
+    """A :class:`~lumbarseg.networks.unet.Block`: conv3x3 -> BN -> ReLU (no conv bias when BN follows)."""
 
-    def __init__(self, cin: int, cout: int, norm: str) -> None:
-        batch = norm == "batch"
-        layers: List[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=not batch)]
-        if batch:
-            layers.append(nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM))
+    def __init__(self, block: Block) -> None:
+        layers: List[nn.Module] = [nn.Conv2d(block.cin, block.cout, 3, padding=1, bias=not block.batch_norm)]
+        if block.batch_norm:
+            layers.append(nn.BatchNorm2d(block.cout, eps=BN_EPS, momentum=BN_MOMENTUM))
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
 
 class DecoderLevel(nn.Module):
-    """Nearest upsampling x2 + conv block, concatenation [skip, upsampled] on channels, two blocks."""
+    """Nearest upsampling x2 + block, concatenation [skip, upsampled] on channels, two blocks."""
 
-    def __init__(self, cin: int, cout: int, norm: str) -> None:
+    def __init__(self, level: Tuple[Block, Block, Block]) -> None:
         super().__init__()
-        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), ConvBlock(cin, cout, norm))
-        self.blocks = nn.Sequential(ConvBlock(2 * cout, cout, norm), ConvBlock(cout, cout, norm))
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), ConvBlock(level[0]))
+        self.blocks = nn.Sequential(ConvBlock(level[1]), ConvBlock(level[2]))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.blocks(torch.cat([skip, self.up(x)], dim=1))
 
 
 class UNet(nn.Module):
-    """Logits (N, C, H, W). Modules are declared in forward order; ``from_onnx`` relies on it."""
+    """Logits (N, C, H, W), built from ``spec.architecture()``. Modules are declared in forward order;
+    ``from_onnx`` relies on it."""
 
     def __init__(self, spec: UNetSpec) -> None:
         super().__init__()
-        f = spec.filters
-        self.encoder = nn.ModuleList()
-        cin = spec.in_channels
-        for level in range(spec.depth):
-            self.encoder.append(nn.Sequential(ConvBlock(cin, f[level], spec.norm),
-                                              ConvBlock(f[level], f[level], spec.norm)))
-            cin = f[level]
+        arch = spec.architecture()
+        self.encoder = nn.ModuleList(nn.Sequential(*(ConvBlock(b) for b in level)) for level in arch.encoder)
         self.pool = nn.MaxPool2d(2)
-        self.bottleneck = nn.Sequential(ConvBlock(f[-2], f[-1], spec.norm), ConvBlock(f[-1], f[-1], spec.norm))
-        self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-        self.decoder = nn.ModuleList(DecoderLevel(f[level + 1], f[level], spec.norm)
-                                     for level in reversed(range(spec.depth)))
-        self.head = nn.Conv2d(f[0], spec.num_classes, 1)
+        self.bottleneck = nn.Sequential(*(ConvBlock(b) for b in arch.bottleneck))
+        self.dropout = nn.Dropout(arch.dropout) if arch.dropout > 0 else nn.Identity()
+        self.decoder = nn.ModuleList(DecoderLevel(level) for level in arch.decoder)
+        self.head = nn.Conv2d(arch.head.cin, arch.head.classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -134,7 +130,7 @@ def _make_optimizer(params, config: OptimizerConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    raise LumbarsegError("optimizer.name", f"unknown optimiser {config.name!r} (choose from adam, sgd, rmsprop)")
+    raise unknown_optimizer(config.name)
 
 
 def _torch_device(device: Device) -> torch.device:
@@ -284,7 +280,7 @@ class TorchEngine(Engine):
                 **kwargs,
             )
         with atomic_path(Path(path)) as tmp:
-            tmp.write_bytes(_plain_graph(buffer.getvalue()))
+            tmp.write_bytes(plain_graph(buffer.getvalue()))
 
     @classmethod
     def from_onnx(cls, path: Path, spec: UNetSpec, device: Device = Device(), threads: Optional[int] = None,
@@ -297,119 +293,18 @@ class TorchEngine(Engine):
 
 
 def onnx_weights(path: Path, spec: UNetSpec) -> Dict[str, np.ndarray]:
-    """A ``UNet(spec)`` state dict read from any ONNX graph with this layer structure.
-
-    Matched by structure, not by name (EDDL names tensors its own way): the graph's Conv and
-    BatchNormalization nodes, in topological order, are the network's convs and BNs in forward
-    order. A conv bias in front of a BN (EDDL may write zeros) is folded into the BN's mean.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    if not path.is_file():
-        raise LumbarsegError(path, "no such model file")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:
-        raise LumbarsegError(path, f"not a readable ONNX model ({type(exc).__name__})") from None
-    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute:
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-
-    def const(name: str, what: str) -> np.ndarray:
-        if name not in constants:
-            raise LumbarsegError(path, f"{what} {name!r} is not a constant in the graph")
-        return np.asarray(constants[name], dtype=np.float32)
-
-    layers: List[Tuple[str, List[np.ndarray]]] = []
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            layers.append(("conv", [const(n, "Conv weight") for n in node.input[1:] if n]))
-        elif node.op_type == "BatchNormalization":
-            layers.append(("bn", [const(n, "BatchNormalization parameter") for n in node.input[1:5]]))
-
-    net = UNet(spec)
-    state = net.state_dict()
-    targets = _layer_targets(net)
-    found = [kind for kind, _ in layers]
-    if found != [kind for kind, _ in targets]:
-        raise LumbarsegError(path, f"graph has {found.count('conv')} Conv and {found.count('bn')} "
-                                   f"BatchNormalization layers in an order that is not the U-Net of {spec}")
+    """A ``UNet(spec)`` state dict from any ONNX U-Net of ``spec`` (read by :func:`read_unet_weights`)."""
+    prefixes = [name for name, module in UNet(spec).named_modules()  # declaration order == forward order
+                if isinstance(module, (nn.Conv2d, nn.BatchNorm2d))]
     out: Dict[str, np.ndarray] = {}
-    pending_bias: Optional[np.ndarray] = None
-    for (kind, arrays), (_, prefix) in zip(layers, targets):
-        if kind == "conv":
-            weight = arrays[0]
-            bias = arrays[1] if len(arrays) > 1 else None
-            _check_shape(path, prefix + ".weight", weight, state)
-            out[prefix + ".weight"] = weight
-            if prefix + ".bias" in state:
-                out[prefix + ".bias"] = bias if bias is not None else np.zeros(weight.shape[0], np.float32)
-                pending_bias = None
-            else:
-                pending_bias = bias
-        else:
-            scale, shift, mean, var = arrays
-            if pending_bias is not None:
-                mean = mean - pending_bias
-            for suffix, value in (("weight", scale), ("bias", shift), ("running_mean", mean), ("running_var", var)):
-                _check_shape(path, f"{prefix}.{suffix}", value, state)
-                out[f"{prefix}.{suffix}"] = value
+    for prefix, arrays in zip(prefixes, read_unet_weights(path, spec)):
+        if len(arrays) == 4:  # BN
+            out.update({f"{prefix}.{suffix}": value for suffix, value in
+                        zip(("weight", "bias", "running_mean", "running_var"), arrays)})
             out[prefix + ".num_batches_tracked"] = np.zeros((), np.int64)
-            pending_bias = None
+        else:
+            out.update(zip((prefix + ".weight", prefix + ".bias"), arrays))
     return out
-
-
-def _plain_graph(data: bytes) -> bytes:
-    """Constant nodes (the Resize scales) become initializers, where every ONNX importer looks; the
-    Identity left by an inference-mode Dropout is dropped; Resize gets a real ``roi`` input.
-
-    EDDL's importer deletes empty ("") inputs and then reads Resize's scales as input 2, so the
-    unused roi must be a tensor: [0,0,0,0,1,1,1,1] (the whole input), as EDDL itself writes it.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load_from_string(data)
-    graph = model.graph
-    for number, node in enumerate(n for n in graph.node if n.op_type == "Resize"):
-        if len(node.input) > 1 and not node.input[1]:
-            roi = numpy_helper.from_array(np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32), f"resize_roi_{number}")
-            graph.initializer.append(roi)
-            node.input[1] = roi.name
-    outputs = {o.name for o in graph.output}
-    for node in [n for n in graph.node if n.op_type == "Identity" and n.output[0] not in outputs]:
-        source, target = node.input[0], node.output[0]
-        graph.node.remove(node)
-        for other in graph.node:
-            other.input[:] = [source if name == target else name for name in other.input]
-    constants = [n for n in graph.node if n.op_type == "Constant" and len(n.attribute) == 1
-                 and n.attribute[0].name == "value"]
-    for node in constants:
-        tensor = onnx.TensorProto()
-        tensor.CopyFrom(node.attribute[0].t)
-        tensor.name = node.output[0]
-        graph.initializer.append(tensor)
-        graph.node.remove(node)
-    return model.SerializeToString()
-
-
-def _layer_targets(net: UNet) -> List[Tuple[str, str]]:
-    """(kind, state-dict prefix) of every conv and BN of ``net`` in forward order."""
-    order: List[Tuple[str, str]] = []
-    for name, module in net.named_modules():  # declaration order == forward order (see UNet)
-        if isinstance(module, nn.Conv2d):
-            order.append(("conv", name))
-        elif isinstance(module, nn.BatchNorm2d):
-            order.append(("bn", name))
-    return order
-
-
-def _check_shape(path: Path, key: str, value: np.ndarray, state: Dict[str, torch.Tensor]) -> None:
-    expected = tuple(state[key].shape)
-    if tuple(value.shape) != expected:
-        raise LumbarsegError(path, f"layer {key} has shape {tuple(value.shape)}, the U-Net needs {expected}")
 
 
 def _grad_scaler(enabled: bool):

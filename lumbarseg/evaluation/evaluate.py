@@ -15,9 +15,9 @@ from lumbarseg.analysis.level_evaluation import LevelEvaluation, has_spider_inst
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.evaluation.metrics import SegmentationMetrics
 from lumbarseg.evaluation.report import write_report
-from lumbarseg.inference.cases import Case, find_cases
-from lumbarseg.inference.overlay import comparison_png
 from lumbarseg.io.atomic import atomic_dir
+from lumbarseg.io.cases import Case, find_cases
+from lumbarseg.io.overlay import comparison_png
 from lumbarseg.io.readers import read_png_stack
 from lumbarseg.io.volume import CANONICAL, Volume, reorient
 from lumbarseg.labels import LabelMap
@@ -28,7 +28,7 @@ PathLike = Union[str, Path]
 def _check_same_grid(pred: Volume, gt: Volume, pred_source: str, gt_source: str) -> None:
     if pred.shape != gt.shape:
         raise LumbarsegError(pred_source, f"grid {pred.shape} differs from the ground truth {gt_source} {gt.shape}")
-    known = "unknown" not in (pred.header.get("geometry"), gt.header.get("geometry"))
+    known = "unknown" not in (pred.header.geometry, gt.header.geometry)
     if known and not np.allclose(pred.affine, gt.affine, atol=1e-3):
         raise LumbarsegError(pred_source, f"geometry (affine) differs from the ground truth {gt_source}")
 

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from lumbarseg.inference.overlay import overlay_png
 from lumbarseg.inference.predict import Prediction
 from lumbarseg.io.atomic import atomic_path, write_text
+from lumbarseg.io.overlay import overlay_png
 from lumbarseg.io.readers import write_png_stack, write_volume
 from lumbarseg.io.volume import reorient
 
@@ -39,12 +39,12 @@ def write_mask(prediction: Prediction, path: PathLike, overwrite: bool = False) 
     """Write the mask volume; a path without a volume suffix becomes a PNG slice folder."""
     path = Path(path)
     mask = prediction.mask
-    if prediction.image.header.get("format") == "png" and not path.name.lower().endswith(MASK_SUFFIXES):
-        names = prediction.image.header.get("files")
+    if prediction.image.header.format == "png" and not path.name.lower().endswith(MASK_SUFFIXES):
+        names = prediction.image.header.files
         write_png_stack(mask, path, names=names, overwrite=overwrite)
         return
-    if mask.header.get("format") != "nifti":  # DICOM/MetaImage/PNG header extras do not belong in a NIfTI
-        mask = type(mask)(mask.array, mask.affine, mask.source, {})
+    if mask.header.format != "nifti":  # DICOM/MetaImage/PNG header extras do not belong in a NIfTI
+        mask = type(mask)(mask.array, mask.affine, mask.source)
     write_volume(mask, path)
 
 

@@ -11,7 +11,7 @@ class probabilities back to the slice's size (linear) -> argmax -> post-process 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from lumbarseg.errors import LumbarsegError
-from lumbarseg.inference.cases import Case
 from lumbarseg.inference.postprocess import ComponentRule, postprocess
 from lumbarseg.inference.runtimes import Runtime, load_runtime
+from lumbarseg.io.cases import Case
 from lumbarseg.io.intensity import normalize
 from lumbarseg.io.readers import read_volume
 from lumbarseg.io.volume import CANONICAL, Volume, affine_from_spacing, reorient
@@ -118,7 +118,7 @@ def _argmax_classes(probs: np.ndarray) -> np.ndarray:
 
 
 class Predictor:
-    """A model loaded once, applied to many volumes (the CLI's batch mode uses one)."""
+    """A model loaded once, applied to many volumes (batch mode, :mod:`~lumbarseg.inference.batch`, uses one)."""
 
     def __init__(self, model: Optional[PathLike] = None, runtime: str = "onnxruntime", device: str = "cpu",
                  tta: Union[bool, Sequence[str]] = False, postprocess: Union[bool, Mapping[str, ComponentRule]] = True,
@@ -133,13 +133,17 @@ class Predictor:
             raise LumbarsegError("--batch-size", f"must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
-    def read(self, source: Union[PathLike, Case], spacing: Optional[Sequence[float]] = None) -> Volume:
-        """Read an input; PNG slices without ``spacing`` are taken to have the model's in-plane spacing."""
+    def read(self, source: Union[PathLike, Case], spacing: Optional[Sequence[Optional[float]]] = None) -> Volume:
+        """Read an input. ``spacing`` (slice, row, col mm) is for PNG slices; without it they are taken to have
+        the model's in-plane spacing, and a slice spacing not given (None) is the model's training data's
+        ``slice_spacing`` (else 1 mm)."""
+        slice_mm = float(self.metadata.training_data.get("slice_spacing", 1.0))
+        if spacing is not None and spacing[0] is None:
+            spacing = (slice_mm, *spacing[1:])
         volume = source.read(spacing) if isinstance(source, Case) else read_volume(source, spacing=spacing)
-        if volume.header.get("geometry") == "unknown" and spacing is None:
-            slice_mm = float(self.metadata.training_data.get("slice_spacing", 1.0))
+        if volume.header.geometry == "unknown" and spacing is None:
             affine = affine_from_spacing((slice_mm, *self.metadata.spacing), CANONICAL)  # type: ignore[arg-type]
-            volume = Volume(volume.array, affine, volume.source, {**volume.header, "spacing": "assumed"})
+            volume = Volume(volume.array, affine, volume.source, replace(volume.header, spacing_assumed=True))
         return volume
 
     def __call__(self, image: Union[Volume, Case, PathLike], probabilities: bool = False,
@@ -164,7 +168,7 @@ class Predictor:
         info = {"model": str(self.model_path), "runtime": self.runtime_name, "tta": list(self.tta),
                 "postprocess": bool(self.postprocess), "input_orientation": volume.orientation,
                 "input_spacing": [round(s, 6) for s in volume.spacing],
-                "geometry": volume.header.get("geometry", "known")}
+                "geometry": volume.header.geometry}
         return Prediction(mask_volume, meta, volume, prob_out, info)
 
     def _infer_volume(self, data: np.ndarray, spacing: Sequence[float], progress: Optional[Any]) -> np.ndarray:
@@ -208,7 +212,8 @@ def predict(input: Union[PathLike, Volume, Case], model: Optional[PathLike] = No
     ``model`` defaults to the shipped ``models/lumbarseg-spine-t2.onnx``. ``tta`` is False, True
     (anterior-posterior mirror) or a list of flips from ``("ap", "si")``. ``postprocess`` is True
     (per-class defaults of :mod:`lumbarseg.inference.postprocess`), False, or ``{class: ComponentRule}``.
-    ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry.
+    ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry (see :meth:`Predictor.read`).
+    Many cases at once, with outputs written: :func:`lumbarseg.inference.batch.predict_folder`.
     """
     predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)
     return predictor(input, probabilities=probabilities, spacing=spacing)

@@ -9,11 +9,9 @@ from typing import Optional
 
 import numpy as np
 
-from lumbarseg.engines.base import Device, get_engine, parse_device
+from lumbarseg.engines.registry import RUNTIMES, Device, get_engine, parse_device
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.model.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
-
-RUNTIMES = ("onnxruntime", "torch", "eddl")
 
 
 class Runtime:

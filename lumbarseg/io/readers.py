@@ -4,7 +4,7 @@ Every reader returns a :class:`~lumbarseg.io.volume.Volume` whose affine maps vo
 RAS+ mm (nibabel's convention). ITK-based formats (MetaImage, DICOM) store LPS geometry and index
 voxels (x, y, z) while ``GetArrayFromImage`` returns (z, y, x): both are converted here and
 nowhere else. A PNG folder carries no geometry: its slices are taken as a canonical RIP stack
-(``array[k]`` = slice k) with the given spacing, and ``header["geometry"] == "unknown"`` says so.
+(``array[k]`` = slice k) with the given spacing, and ``header.geometry == "unknown"`` says so.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_dir, atomic_path
 from lumbarseg.io.slices import read_grey, write_png
-from lumbarseg.io.volume import CANONICAL, Volume, affine_from_spacing
+from lumbarseg.io.volume import CANONICAL, Header, Volume, affine_from_spacing
 
 PathLike = Union[str, Path]
 
@@ -135,7 +135,7 @@ def _read_nifti(path: Path) -> Volume:
         raise LumbarsegError(path, f"not a readable NIfTI file ({_short(exc)})") from None
     array = _as_3d(np.asarray(array), path)
     affine = _check_affine(image.affine, path)
-    return Volume(array, affine, str(path), {"format": "nifti", "nifti_header": image.header.copy()})
+    return Volume(array, affine, str(path), Header("nifti", nifti_header=image.header.copy()))
 
 
 def _write_nifti(volume: Volume, path: Path) -> None:
@@ -144,7 +144,7 @@ def _write_nifti(volume: Volume, path: Path) -> None:
     array = np.asarray(volume.array)
     if array.dtype == bool:
         array = array.astype(np.uint8)
-    header = volume.header.get("nifti_header")
+    header = volume.header.nifti_header
     header = header.copy() if header is not None else None
     image = nib.Nifti1Image(array, volume.affine, header=header)
     image.header.set_data_dtype(array.dtype)  # a mask written on an image's header must not keep its dtype
@@ -160,7 +160,7 @@ def _write_nifti(volume: Volume, path: Path) -> None:
 # --- ITK formats (MetaImage, DICOM) ---------------------------------------------------------------
 
 
-def _itk_to_volume(image: Any, source: Path, header: Dict[str, Any]) -> Volume:
+def _itk_to_volume(image: Any, source: Path, header: Header) -> Volume:
     import SimpleITK as sitk
 
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -200,7 +200,7 @@ def _read_itk_file(path: Path) -> Volume:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise LumbarsegError(path, f"not a readable MetaImage file ({_itk_message(exc)})") from None
-    return _itk_to_volume(image, path, {"format": "metaimage"})
+    return _itk_to_volume(image, path, Header("metaimage"))
 
 
 def _write_itk(volume: Volume, path: Path) -> None:
@@ -249,7 +249,7 @@ def _read_dicom(folder: Path) -> Volume:
         image = reader.Execute()
     except RuntimeError as exc:
         raise LumbarsegError(folder, f"cannot read the DICOM series ({_itk_message(exc)})") from None
-    header = {"format": "dicom", "series_uid": ids[0], "files": [str(f) for f in files]}
+    header = Header("dicom", series_uid=ids[0], files=tuple(str(f) for f in files))
     if image.GetDimension() == 2:  # a single-slice series is a valid (thin) volume
         image = sitk.JoinSeries(image)
     return _itk_to_volume(image, folder, header)
@@ -314,7 +314,7 @@ def read_png_stack(files: Sequence[PathLike], spacing: Optional[Sequence[float]]
         if s.shape != slices[0].shape:
             raise LumbarsegError(f, f"slice size {s.shape} differs from {slices[0].shape} ({files[0].name})")
     array = np.stack(slices)
-    header = {"format": "png", "geometry": "unknown", "files": [f.name for f in files]}
+    header = Header("png", geometry="unknown", files=tuple(f.name for f in files))
     return Volume(array, affine_from_spacing(spacing, CANONICAL), str(source), header)  # type: ignore[arg-type]
 
 

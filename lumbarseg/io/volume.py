@@ -9,13 +9,31 @@ radiologists read it, the way the SPIDER PNG export stores it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Any, Tuple
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
 CANONICAL = "RIP"
+FORMATS = ("nifti", "metaimage", "dicom", "png")
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the reader knew about a volume besides its affine.
+
+    ``geometry`` is "known" (read from the file) or "unknown" (PNG slices: the affine comes from a
+    spacing given by the caller, or assumed when ``spacing_assumed``). ``files`` are the slices or the
+    DICOM series in order; ``nifti_header`` is the nibabel header a NIfTI was read with (written back).
+    """
+
+    format: str = ""  # one of FORMATS; "" for a volume made in memory
+    geometry: str = "known"
+    spacing_assumed: bool = False
+    files: Tuple[str, ...] = ()
+    series_uid: str = ""  # DICOM
+    nifti_header: Any = None
 
 
 @dataclass(frozen=True)
@@ -25,7 +43,7 @@ class Volume:
     array: np.ndarray
     affine: np.ndarray
     source: str = ""
-    header: dict = field(default_factory=dict, compare=False)  # format-specific extras (e.g. NIfTI header)
+    header: Header = field(default_factory=Header, compare=False)
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:

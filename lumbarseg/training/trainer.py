@@ -21,9 +21,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from lumbarseg.config import STOP_METRICS, ExperimentConfig, load_config
+from lumbarseg.config import STOP_METRICS, ExperimentConfig, load_config, sized_augmentation
 from lumbarseg.data.deephealth_yaml import DeepHealthDataset, load_dataset
-from lumbarseg.engines.base import Device, Engine, get_engine, parse_device
+from lumbarseg.engines.base import Engine
+from lumbarseg.engines.registry import Device, get_engine, parse_device
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_path, write_text
 from lumbarseg.io.intensity import DEFAULT_NORMALIZATION
@@ -32,12 +33,9 @@ from lumbarseg.model import metadata as model_metadata
 from lumbarseg.networks.unet import UNetSpec
 from lumbarseg.training import rundir
 from lumbarseg.training.logs import write_logs
-from lumbarseg.transforms.ecvl_spec import SEQUENTIAL, AugSpec, make_spec, parse_spec
 
 Batch = Tuple[np.ndarray, np.ndarray]
 PathLike = Union[str, Path]
-# Augmentations after which the image size is fixed; without one the trainer resizes to input_size first.
-_SIZING = ("AugResizeDim", "AugResizeScale", "AugRandomCrop", "AugCenterCrop")
 
 
 class BatchSource:
@@ -73,20 +71,6 @@ class SliceLoaderSource(BatchSource):
         loader = self.loaders[split]
         loader.set_epoch(epoch)
         return iter(loader)
-
-
-def sized_augmentation(config: ExperimentConfig, split: str) -> AugSpec:
-    """The split's augmentation, starting with a resize to ``input_size`` unless it sizes images itself."""
-    text = config.augmentation.get(split)
-    rows, cols = config.input_size
-    resize = make_spec("AugResizeDim", source=f"augmentation.{split}", dims=[cols, rows])  # ECVL: (width, height)
-    if text is None:
-        return resize
-    spec = parse_spec(text, source=f"augmentation.{split}")
-    if any(node.name in _SIZING for node in spec.walk()):
-        return spec
-    children = spec.children if spec.name == SEQUENTIAL else (spec,)
-    return AugSpec(SEQUENTIAL, {}, (resize,) + tuple(children))
 
 
 @dataclass
@@ -302,9 +286,16 @@ def _base_metadata(ds: DeepHealthDataset, config: ExperimentConfig, spec: UNetSp
     return model_metadata.ModelMetadata(
         classes=classes, colors=colors, architecture=spec.to_dict(), spacing=list(_spacing(ds, config)),
         input_size=list(config.input_size), normalization=dict(ds.meta.get("normalization") or DEFAULT_NORMALIZATION),
-        training_data={"dataset": ds.name, "description": ds.description,
-                       "slices": {split: len(ds.split.get(split, [])) for split in ("training", "validation")}},
-        engine=engine)
+        training_data=_training_data(ds), engine=engine)
+
+
+def _training_data(ds: DeepHealthDataset) -> Dict[str, Any]:
+    """The dataset's record in the model; ``slice_spacing`` (mm) is what ``predict`` assumes for PNG slices."""
+    record: Dict[str, Any] = {"dataset": ds.name, "description": ds.description,
+                              "slices": {split: len(ds.split.get(split, [])) for split in ("training", "validation")}}
+    if ds.meta.get("slice_spacing"):
+        record["slice_spacing"] = float(ds.meta["slice_spacing"])
+    return record
 
 
 def _spacing(ds: DeepHealthDataset, config: ExperimentConfig) -> Sequence[float]:

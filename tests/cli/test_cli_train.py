@@ -20,7 +20,7 @@ from lumbarseg.cli import main  # noqa: E402
 from lumbarseg.config import load_config  # noqa: E402
 from lumbarseg.model import metadata  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "setup.py").is_file())  # the checkout
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

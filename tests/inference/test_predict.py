@@ -11,49 +11,15 @@ import numpy as np
 import onnx
 import pytest
 from onnx_models import CLASSES, threshold_model, tiny_metadata, unet_model
+from volume_synth import LABELS, image_of, in_orientation, phantom_rip, write_case, write_dicom_series
 
 import lumbarseg
 from lumbarseg.cli import main
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.inference.postprocess import ComponentRule, postprocess
 from lumbarseg.inference.predict import Predictor, default_model_path, tta_axes
-from lumbarseg.io.readers import read_volume, write_volume
-from lumbarseg.io.volume import Volume, affine_from_spacing, reorient
+from lumbarseg.io.readers import read_volume
 from lumbarseg.networks.unet import UNetSpec
-
-LABELS = [0, 76, 29, 150]
-INTENSITY = {1: 333, 2: 666, 3: 1000}  # class -> raw intensity the threshold model maps to it
-
-
-def _phantom_rip(shape=(8, 40, 36)) -> np.ndarray:
-    """Class indices in RIP: separate vertebra blocks, a disc, a canal tube; every block >= 4 voxels thick."""
-    classes = np.zeros(shape, np.uint8)
-    classes[2:6, 4:12, 4:14] = 1
-    classes[2:6, 20:28, 4:14] = 1
-    classes[2:6, 14:18, 4:14] = 2
-    classes[1:7, 2:38, 20:26] = 3
-    return classes
-
-
-def _image_of(classes: np.ndarray) -> np.ndarray:
-    image = np.zeros(classes.shape, np.int16)
-    for index, value in INTENSITY.items():
-        image[classes == index] = value
-    return image
-
-
-def _in_orientation(classes_rip: np.ndarray, spacing_rip, orientation: str, oblique: bool = False):
-    """The phantom stored in ``orientation``: returns (image Volume, expected class indices in that grid)."""
-    rip = Volume(classes_rip, affine_from_spacing(spacing_rip, "RIP"))
-    moved, _ = reorient(rip, orientation)
-    affine = moved.affine.copy()
-    if oblique:  # rotate 10 degrees about the left-right axis: still closest to the same axis codes
-        t = np.deg2rad(10)
-        rot = np.eye(4)
-        rot[1:3, 1:3] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
-        affine = rot @ affine
-    affine[:3, 3] += [5.0, -3.0, 11.0]
-    return Volume(_image_of(moved.array), affine), moved.array
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +32,8 @@ def model_1mm(tmp_path_factory) -> Path:
                                                   ("ASL", False), ("RAS", True)])
 def test_mask_lands_exactly_where_the_structure_is(model_1mm: Path, orientation: str, oblique: bool) -> None:
     """In-plane spacing equal to the model's: no resampling, so the mask must match voxel for voxel."""
-    classes = _phantom_rip()
-    image, expected = _in_orientation(classes, (2.5, 0.5, 0.7), orientation, oblique)
+    classes = phantom_rip()
+    image, expected = in_orientation(classes, (2.5, 0.5, 0.7), orientation, oblique)
     prediction = lumbarseg.predict(image, model=model_1mm)
     assert prediction.mask.shape == image.shape
     np.testing.assert_array_equal(prediction.mask.affine, image.affine)
@@ -79,8 +45,8 @@ def test_mask_lands_exactly_where_the_structure_is(model_1mm: Path, orientation:
 def test_resampled_prediction_maps_back_to_the_input_grid(tmp_path: Path, orientation: str) -> None:
     """Input 1.0 x 1.4 mm in-plane, model 0.5 x 0.7 mm: the slices are upsampled 2x and mapped back."""
     model = threshold_model(tmp_path / "m.onnx", tiny_metadata(spacing=(0.5, 0.7), label_values=LABELS))
-    classes = _phantom_rip()
-    image, expected = _in_orientation(classes, (3.0, 1.0, 1.4), orientation)
+    classes = phantom_rip()
+    image, expected = in_orientation(classes, (3.0, 1.0, 1.4), orientation)
     prediction = lumbarseg.predict(image, model=model, postprocess=False)
     got = prediction.class_indices()
     np.testing.assert_array_equal(got > 0, expected > 0)  # the foreground is exactly where it was
@@ -93,7 +59,7 @@ def test_resampled_prediction_maps_back_to_the_input_grid(tmp_path: Path, orient
 
 
 def test_probabilities_and_info(model_1mm: Path) -> None:
-    image, expected = _in_orientation(_phantom_rip(), (2.0, 0.5, 0.7), "LPS")
+    image, expected = in_orientation(phantom_rip(), (2.0, 0.5, 0.7), "LPS")
     prediction = lumbarseg.predict(image, model=model_1mm, probabilities=True)
     assert prediction.probabilities.shape == (4, *image.shape)
     np.testing.assert_allclose(prediction.probabilities.sum(axis=0), 1.0, atol=1e-5)
@@ -102,7 +68,7 @@ def test_probabilities_and_info(model_1mm: Path) -> None:
 
 
 def test_tta_flips(model_1mm: Path) -> None:
-    image, expected = _in_orientation(_phantom_rip(), (2.0, 0.5, 0.7), "RAS")
+    image, expected = in_orientation(phantom_rip(), (2.0, 0.5, 0.7), "RAS")
     for tta in (True, ["ap", "si"]):
         prediction = lumbarseg.predict(image, model=model_1mm, tta=tta)
         np.testing.assert_array_equal(prediction.class_indices(), expected)
@@ -164,17 +130,11 @@ def test_default_model_is_resolved_or_named(monkeypatch) -> None:
         assert path.name == "lumbarseg-spine-t2.onnx" and path.is_file()
 
 
-def _write_case(path: Path, orientation: str = "LPS") -> np.ndarray:
-    image, expected = _in_orientation(_phantom_rip(), (2.0, 0.5, 0.7), orientation)
-    write_volume(image, path)
-    return expected
-
-
 def test_cli_batch_finishes_good_cases_and_reports_the_bad(tmp_path: Path, model_1mm: Path, capsys) -> None:
     cases = tmp_path / "cases"
     cases.mkdir()
-    expected_a = _write_case(cases / "a.nii.gz", "LPS")
-    expected_b = _write_case(cases / "b.mha", "PIR")
+    expected_a = write_case(cases / "a.nii.gz", "LPS")
+    expected_b = write_case(cases / "b.mha", "PIR")
     (cases / "broken.nii.gz").write_bytes(b"not a volume" * 30)
     nan = np.ones((4, 16, 16), np.float32)
     nan[1, 2, 3] = np.nan
@@ -201,10 +161,10 @@ def test_cli_batch_finishes_good_cases_and_reports_the_bad(tmp_path: Path, model
 
 
 def test_cli_single_case_errors(tmp_path: Path, model_1mm: Path, capsys) -> None:
-    _write_case(tmp_path / "a.nii.gz")
+    write_case(tmp_path / "a.nii.gz")
     folder = tmp_path / "cases"
     folder.mkdir()
-    _write_case(folder / "c.nii.gz")
+    write_case(folder / "c.nii.gz")
     args = ["--model", str(model_1mm)]
     assert main(["predict", "-i", str(folder), "-o", str(folder / "out"), *args]) == 2
     assert "inside the input folder" in capsys.readouterr().err
@@ -222,9 +182,9 @@ def test_cli_single_case_errors(tmp_path: Path, model_1mm: Path, capsys) -> None
 
 
 def test_cli_png_stack_in_png_stack_out(tmp_path: Path, model_1mm: Path) -> None:
-    classes = _phantom_rip()
+    classes = phantom_rip()
     (tmp_path / "pngs").mkdir()
-    image = (_image_of(classes) // 4).astype(np.uint8)
+    image = (image_of(classes) // 4).astype(np.uint8)
     for k, plane in enumerate(image):
         cv2.imwrite(str(tmp_path / "pngs" / f"7_t2_slice{k + 1}.png"), plane)
     out = tmp_path / "out"
@@ -241,10 +201,8 @@ def test_cli_png_stack_in_png_stack_out(tmp_path: Path, model_1mm: Path) -> None
 
 
 def test_dicom_input_gives_nifti_with_series_geometry(tmp_path: Path, model_1mm: Path) -> None:
-    from test_readers import _write_dicom_series
-
-    image, expected = _in_orientation(_phantom_rip(), (2.0, 0.5, 0.7), "LPS")
-    _write_dicom_series(image, tmp_path / "series")
+    image, expected = in_orientation(phantom_rip(), (2.0, 0.5, 0.7), "LPS")
+    write_dicom_series(image, tmp_path / "series")
     assert main(["predict", "-i", str(tmp_path / "series"), "-o", str(tmp_path / "out"), "--model",
                  str(model_1mm)]) == 0
     mask = read_volume(tmp_path / "out" / "series.nii.gz")
@@ -253,7 +211,7 @@ def test_dicom_input_gives_nifti_with_series_geometry(tmp_path: Path, model_1mm:
 
 
 def test_nifti_output_keeps_the_input_header(tmp_path: Path, model_1mm: Path) -> None:
-    image, _ = _in_orientation(_phantom_rip(), (2.0, 0.5, 0.7), "RAS")
+    image, _ = in_orientation(phantom_rip(), (2.0, 0.5, 0.7), "RAS")
     nifti = nib.Nifti1Image(image.array.astype(np.float32), image.affine)
     nifti.header["descrip"] = b"from the scanner"
     nifti.set_qform(image.affine, code=1)
@@ -276,7 +234,7 @@ def test_engine_runtimes_match_onnxruntime(tmp_path: Path, runtime: str) -> None
     meta = tiny_metadata(spacing=(0.5, 0.7), label_values=LABELS, depth=2)
     meta.architecture = spec.to_dict()
     model = unet_model(tmp_path / "unet.onnx", spec, meta)
-    image, _ = _in_orientation(_phantom_rip((3, 24, 20)), (2.0, 0.5, 0.7), "LPS")
+    image, _ = in_orientation(phantom_rip((3, 24, 20)), (2.0, 0.5, 0.7), "LPS")
     reference = lumbarseg.predict(image, model=model, probabilities=True, postprocess=False)
     other = lumbarseg.predict(image, model=model, runtime=runtime, probabilities=True, postprocess=False)
     np.testing.assert_allclose(other.probabilities, reference.probabilities, atol=1e-4)

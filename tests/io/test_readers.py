@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from volume_synth import write_dicom_series
 
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.readers import png_stacks, read_png_stack, read_volume, write_png_stack, write_volume
@@ -98,41 +99,12 @@ def test_nifti_write_keeps_input_header_but_takes_the_mask_dtype(tmp_path: Path)
     np.testing.assert_array_equal(np.asanyarray(written.dataobj), mask.array)
 
 
-def _write_dicom_series(volume: Volume, folder: Path) -> None:
-    """A minimal MR series, one file per ITK z slice, with the geometry tags a reader needs."""
-    folder.mkdir()
-    lps = np.diag([-1.0, -1.0, 1.0]) @ volume.affine[:3]
-    spacing = np.sqrt((lps[:, :3] ** 2).sum(axis=0))
-    direction = lps[:, :3] / spacing
-    image = sitk.GetImageFromArray(np.transpose(volume.array).astype(np.int16))
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection(direction.ravel().tolist())
-    image.SetOrigin(lps[:, 3].tolist())
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
-    orientation = "\\".join(f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1]))
-    for k in range(image.GetDepth()):
-        plane = image[:, :, k]
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.1.41", "0020|000e": series_uid,
-            "0020|0037": orientation, "0020|0032": "\\".join(f"{v:.6f}" for v in position),
-            "0020|0013": str(k + 1), "0008|0018": f"{series_uid}.{k + 1}",
-            "0018|0050": f"{spacing[2]:.6f}", "0028|0030": f"{spacing[1]:.6f}\\{spacing[0]:.6f}",
-        }
-        for tag, value in tags.items():
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
-        writer.Execute(plane)
-
-
 @pytest.mark.parametrize("orientation", ["RAS", "PIR", "oblique"])
 def test_dicom_series_geometry(tmp_path: Path, orientation: str) -> None:
     volume = _volume(orientation)
-    _write_dicom_series(volume, tmp_path / "series")
+    write_dicom_series(volume, tmp_path / "series")
     back = read_volume(tmp_path / "series")
-    assert back.header["format"] == "dicom"
+    assert back.header.format == "dicom"
     np.testing.assert_array_equal(back.array, volume.array)
     np.testing.assert_allclose(back.affine, volume.affine, atol=1e-3)
 
@@ -149,7 +121,7 @@ def test_png_folder_sorted_by_slice_number_with_given_spacing(tmp_path: Path) ->
     volume = read_volume(tmp_path / "pngs", spacing=(0.9, 0.47, 0.5))
     assert volume.shape == (12, 6, 8)
     assert [int(volume.array[k, 0, 0]) for k in range(12)] == list(range(12))
-    assert volume.orientation == "RIP" and volume.header["geometry"] == "unknown"
+    assert volume.orientation == "RIP" and volume.header.geometry == "unknown"
     np.testing.assert_allclose(volume.spacing, (0.9, 0.47, 0.5))
     assert read_volume(tmp_path / "pngs").spacing == (1.0, 1.0, 1.0)
 

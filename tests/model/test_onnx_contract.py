@@ -12,7 +12,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import numpy_helper  # noqa: E402
 
-from lumbarseg.engines.base import LossConfig, OptimizerConfig  # noqa: E402
+from lumbarseg.config import LossConfig, OptimizerConfig  # noqa: E402
 from lumbarseg.engines.torch_engine import TorchEngine  # noqa: E402
 from lumbarseg.errors import LumbarsegError  # noqa: E402
 from lumbarseg.model import metadata  # noqa: E402

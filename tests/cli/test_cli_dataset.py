@@ -13,7 +13,7 @@ from dataset_synth import make_slices, tree_snapshot
 from lumbarseg.cli import main
 from lumbarseg.data.deephealth_yaml import load_dataset, write_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "setup.py").is_file())  # the checkout
 
 
 def run(capsys, *argv: str):

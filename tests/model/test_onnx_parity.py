@@ -8,7 +8,7 @@ pytest.importorskip("pyeddl", reason="pyeddl not installed (DeepHealth extra: pi
 torch = pytest.importorskip("torch", reason="parity with the PyTorch engine needs torch")
 ort = pytest.importorskip("onnxruntime", reason="parity with onnxruntime needs onnxruntime")
 
-from lumbarseg.engines.base import LossConfig, OptimizerConfig  # noqa: E402
+from lumbarseg.config import LossConfig, OptimizerConfig  # noqa: E402
 from lumbarseg.engines.eddl_engine import EddlEngine  # noqa: E402
 from lumbarseg.engines.torch_engine import TorchEngine  # noqa: E402
 from lumbarseg.errors import LumbarsegError  # noqa: E402

@@ -191,3 +191,17 @@ def test_evaluate_dataset_split(tmp_path: Path) -> None:
     assert {r["case"] for r in rows} == {"p1", "p2"}
     assert all(float(r["dice"]) > 0.99 for r in rows if r["case"] == "p1")
     assert (out / "cases" / "p2.png").is_file()
+
+
+def test_png_stacks_take_the_spacing_as_row_col_slice(tmp_path: Path) -> None:
+    """A prediction 2 rows off: HD95 is 2 x the ROW spacing whichever --spacing form is used."""
+    for folder, raw in (("gt", _spine()), ("pred", _spine(2))):
+        (tmp_path / folder).mkdir()
+        for k, plane in enumerate(raw):
+            cv2.imwrite(str(tmp_path / folder / f"p1_slice{k + 1}.png"), plane)
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    for spacing, out in ((["0.3,0.7,2"], "new"), (["2", "0.3", "0.7"], "old")):
+        assert main([*args, "-o", str(tmp_path / out), "--spacing", *spacing]) == 0
+        with open(tmp_path / out / "metrics.csv", newline="") as handle:
+            disc = next(r for r in csv.DictReader(handle) if r["class"] == "disc")
+        assert float(disc["hd95"]) == pytest.approx(2 * 0.3)

@@ -15,9 +15,10 @@ torch = pytest.importorskip("torch", reason="training tests use the PyTorch engi
 
 from synthetic_training import CLASSES, TINY_CONFIG, make_dataset, tiny_config  # noqa: E402
 
+from lumbarseg.config import sized_augmentation  # noqa: E402
 from lumbarseg.model import metadata  # noqa: E402
 from lumbarseg.training import trainer  # noqa: E402
-from lumbarseg.training.trainer import SliceLoaderSource, resume, sized_augmentation, train, validate  # noqa: E402
+from lumbarseg.training.trainer import SliceLoaderSource, resume, train, validate  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -129,6 +130,7 @@ def test_training_run_writes_logs_curves_checkpoints_and_best_onnx(dataset, tmp_
     meta = metadata.read(run / "best.onnx")
     assert meta.classes == CLASSES and meta.engine == "torch" and meta.input_size == [32, 32]
     assert meta.training_data["best_epoch"] == result.best_epoch
+    assert meta.training_data["slice_spacing"] == 2.5  # predict assumes it for PNG slices
     assert meta.spec.depth == 2 and meta.colors[1] == [255, 196, 0]
     saved = load_config(run / "config.yml")
     assert saved.classes == CLASSES and saved.epochs == 3

@@ -1,0 +1,159 @@
+"""Batch mode: every case of an input path segmented with one model, outputs planned and guarded.
+
+:func:`predict_folder` is what ``lumbarseg predict`` runs: it plans where each case's outputs go,
+refuses to write over or into the input, isolates each case's failure (the others still finish;
+a single case's error is raised) and writes the measurements table of all cases that succeeded.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from lumbarseg.errors import LumbarsegError
+from lumbarseg.inference.outputs import (
+    MASK_SUFFIXES,
+    mask_suffix,
+    measure,
+    write_mask,
+    write_measurements,
+    write_overlay,
+    write_probabilities,
+)
+from lumbarseg.inference.postprocess import ComponentRule
+from lumbarseg.inference.predict import PathLike, Predictor
+from lumbarseg.io.cases import Case, case_name, find_cases
+
+# A failure of one case among several: reported and skipped (anything else stops the batch).
+CASE_ERRORS = (LumbarsegError, MemoryError, RuntimeError, ValueError, OSError)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Where one case's outputs go: the mask, and the stem of its extras (``_probabilities``, ``_overlay``)."""
+
+    case: Case
+    mask: Path
+    stem: Path
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: cases segmented and failed (name -> error), and the measurements table's stem."""
+
+    total: int
+    failed: Dict[str, LumbarsegError] = field(default_factory=dict)
+    measurements: Optional[Path] = None
+
+    @property
+    def done(self) -> int:
+        return self.total - len(self.failed)
+
+
+def plan_outputs(cases: Sequence[Case], output: Path) -> Tuple[List[Planned], Path]:
+    """Each case's outputs, and the measurements stem: a mask file name for one case, else a folder."""
+    if output.name.lower().endswith(MASK_SUFFIXES):
+        if len(cases) != 1:
+            raise LumbarsegError(output, f"input holds {len(cases)} cases: give an output folder, not a file")
+        stem = output.with_name(case_name(output))
+        return [Planned(cases[0], output, stem)], stem.with_name(stem.name + "_measurements")
+    plan = [Planned(c, output / (c.name + mask_suffix(c.format, c.path)), output / c.name) for c in cases]
+    return plan, output / "measurements"
+
+
+def check_not_input(input_path: Path, cases: Sequence[Case], output: Path) -> None:
+    """Never write over or into the input."""
+    if output.resolve() == input_path.resolve():
+        raise LumbarsegError(output, "output is the input; choose another path")
+    if input_path.is_dir() and _is_inside(output, input_path):
+        raise LumbarsegError(output, f"output is inside the input folder {input_path}; choose another path")
+    for case in cases:
+        if output.resolve() == case.path.resolve() or (case.path.is_dir() and _is_inside(output, case.path)):
+            raise LumbarsegError(output, f"output would write into the input {case.path}")
+
+
+def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] = None,
+                   runtime: str = "onnxruntime", device: str = "cpu", tta: Union[bool, Sequence[str]] = False,
+                   postprocess: Union[bool, Mapping[str, ComponentRule]] = True, batch_size: int = 2,
+                   threads: Optional[int] = None, spacing: Optional[Sequence[Optional[float]]] = None,
+                   probabilities: bool = False, overlay: bool = False, overwrite: bool = False,
+                   progress: bool = False, on_error: Optional[Callable[[LumbarsegError], None]] = None,
+                   measure_spine: bool = False) -> BatchResult:
+    """Segment every case of ``input`` (one volume, or a folder of cases) into ``output`` (a mask file for one
+    case, else a folder): masks, optional probabilities and overlays, and ``measurements.{csv,json}``.
+    ``measure_spine`` also writes each case's spine report (``lumbarseg.analysis``: the next stage, imported
+    only then) and, for several cases, ``spine.csv``.
+
+    ``spacing`` (slice, row, col mm) is for PNG slices (see :meth:`Predictor.read`). A failing case among
+    several is passed to ``on_error`` and skipped; a single case's error is raised.
+    """
+    from tqdm import tqdm
+
+    input_path, output = Path(input), Path(output)
+    cases = find_cases(input_path)
+    check_not_input(input_path, cases, output)
+    plan, measurements_stem = plan_outputs(cases, output)
+    predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)
+    result = BatchResult(len(plan))
+    rows: List[Dict[str, Any]] = []
+    spines: List[Any] = []
+    single = len(plan) == 1
+    bars = None if progress else True  # tqdm's disable: None = show on a terminal only
+    for planned in tqdm(plan, desc="cases", unit="case", disable=True if single else bars, file=sys.stderr):
+        case = planned.case
+        try:
+            if planned.mask.exists() and not overwrite:
+                raise LumbarsegError(planned.mask, "output exists (use --overwrite)")
+            volume = predictor.read(case, spacing)
+            with tqdm(total=volume.shape[0], desc=case.name, unit="slice", disable=bars if single else True,
+                      file=sys.stderr, leave=False) as bar:
+                prediction = predictor(volume, probabilities=probabilities, progress=bar)
+            spine = _analyse(prediction, planned.stem.name) if measure_spine else None  # before anything is written
+            write_mask(prediction, planned.mask, overwrite=overwrite)
+            if probabilities:
+                write_probabilities(prediction, planned.stem.with_name(planned.stem.name + "_probabilities.nii.gz"))
+            if overlay:
+                write_overlay(prediction, planned.stem.with_name(planned.stem.name + "_overlay.png"), title=case.name)
+            rows.extend(measure(prediction, case.name))
+            if spine is not None:
+                _write_spine(spine, planned.stem.parent)
+                spines.append(spine)
+        except CASE_ERRORS as exc:  # one bad case: go on
+            error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(
+                case.source, f"{type(exc).__name__}: {exc}")
+            if single:
+                raise error from None
+            result.failed[case.name] = error
+            if on_error is not None:
+                on_error(error)
+    if rows:
+        write_measurements(rows, measurements_stem, {"model": str(predictor.model_path), "runtime": runtime})
+        result.measurements = measurements_stem
+    if spines and not single:
+        _write_spine(spines, measurements_stem.with_name("spine.csv"))
+    return result
+
+
+def _analyse(prediction: Any, case: str) -> Any:
+    from lumbarseg.analysis import measure_prediction
+
+    return measure_prediction(prediction, case)
+
+
+def _write_spine(spine: Any, where: Path) -> None:
+    """One case's spine report into a folder, or a list of them as one CSV."""
+    from lumbarseg.analysis import write_batch_csv, write_case
+
+    if isinstance(spine, list):
+        write_batch_csv(spine, where)
+    else:
+        write_case(spine, where)
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
