@@ -191,7 +191,7 @@ def canal_ap(level: Level, canal: np.ndarray, centre: Point, frame: Frame, spaci
              thresholds: Thresholds) -> None:
     """AP diameter of the canal behind a level's centre, perpendicular to the canal's local axis.
 
-    ``canal`` is the 3D canonical canal mask. The canal's own mid-sagittal plane at this level is its
+    ``canal`` is the 3D canonical canal mask (float32 0/1). The canal's own mid-sagittal plane at this level is its
     left-right centre within +-5 mm of the level's height; the widest of that slice and its two
     neighbours counts (a round canal is widest on its midline, which may fall between slices).
     """
@@ -203,7 +203,7 @@ def canal_ap(level: Level, canal: np.ndarray, centre: Point, frame: Frame, spaci
         return
     weights = band.sum(axis=(1, 2)).astype(float)
     mid = int(round(float(weights @ np.arange(len(weights)) / weights.sum())))
-    runs = [_canal_run(canal[k].astype(np.float32), sp, centre, frame)
+    runs = [_canal_run(canal[k].astype(np.float32, copy=False), sp, centre, frame)
             for k in range(max(0, mid - 1), min(len(weights), mid + 2)) if weights[k] > 0]
     runs = [r for r in runs if r is not None]
     if not runs:

@@ -266,7 +266,7 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
     if not inst.bodies.any():
         raise LumbarsegError(source, "no vertebral body found between or next to the discs")
     levels, shapes = _make_levels(inst, crop, canonical.shape, spacing)
-    canal = classes_crop == canal_class if canal_class is not None else None
+    canal = (classes_crop == canal_class).astype(np.float32) if canal_class is not None else None
     alignment = _measure(levels, shapes, canal, spacing, thresholds)
     levels.sort(key=order_key)
     values = np.zeros(canonical.shape, np.uint8)
