@@ -35,7 +35,7 @@ SPIDER ?= ../shared/data/spider-t2space-png
 RUN ?= build/runs/unet_spider
 
 demo: install
-	$(PYTHON) -m lumbarseg predict -i $(SAMPLE).nii.gz -o build/demo/spider161_seg.nii.gz --overlay --overwrite
+	$(PYTHON) -m lumbarseg predict -i $(SAMPLE).nii.gz -o build/demo/spider161_seg.nii.gz --overlay --measure --overwrite
 	$(PYTHON) -m lumbarseg evaluate --pred build/demo/spider161_seg.nii.gz --gt $(SAMPLE)_labels.nii.gz \
 		--label-map spider-png --pred-label-map lumbarseg --images $(SAMPLE).nii.gz -o build/demo/report --overwrite
 	@echo "demo outputs: build/demo/ (mask, overlay PNG, volumes CSV/JSON) and build/demo/report/"

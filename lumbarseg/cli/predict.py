@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-postprocess", action="store_true",
                         help="keep the raw argmax (no component filtering or hole filling)")
     parser.add_argument("--overlay", action="store_true", help="also write a PNG mosaic of slices with the labels")
+    parser.add_argument("--measure", action="store_true",
+                        help="also name the levels and measure them, as `lumbarseg measure` (<case>_spine.*)")
     add_spacing(parser, "voxel size in mm for inputs without one: PNG slices (default: the model's in-plane "
                         "spacing; SLICE: the model's training slice spacing, else 1 mm) and NIfTI files whose voxel "
                         "sizes are zero, negative or NaN (refused without)")
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.output, args.model, args.runtime, args.device,
         tta=args.tta.split(",") if args.tta else False, postprocess=not args.no_postprocess,
         batch_size=args.batch_size, threads=args.threads, spacing=volume_spacing(parse_spacing(args.spacing)),
-        probabilities=args.probabilities, overlay=args.overlay, overwrite=args.overwrite, progress=True,
+        probabilities=args.probabilities, overlay=args.overlay, measure_spine=args.measure, overwrite=args.overwrite,
+        progress=True,
         on_error=lambda error: tqdm.write(f"lumbarseg: error: {error}", file=sys.stderr))
     print(f"{result.done} of {result.total} case(s) segmented -> {args.output}", file=sys.stderr)
     if result.failed:

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from lumbarseg.analysis.level_evaluation import LevelEvaluation, has_spider_instances
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.evaluation.metrics import SegmentationMetrics
 from lumbarseg.evaluation.report import write_report
@@ -119,6 +120,7 @@ def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map:
     pairs = _pair_cases(Path(pred), Path(gt))
     image_cases = {c.name: c for c in find_cases(images)} if images is not None else {}
     metrics = SegmentationMetrics(gt_map.classes)
+    levels = LevelEvaluation(gt_map.classes, has_spider_instances(gt_map))
     pictures: Dict[str, str] = {}
     try:
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -132,6 +134,7 @@ def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map:
                 p_idx, pred_map = _to_index(p_vol.array, tried, pred_case.source, "--pred-label-map")
                 p_idx = _remap(p_idx, pred_map.classes, gt_map.classes, pred_case.source)
                 metrics(p_idx, g_idx, g_vol.spacing, gt_case.name)
+                levels.add(gt_case.name, g_vol.with_array(p_idx), g_vol.with_array(g_idx), g_vol.array)
                 image = None
                 if gt_case.name in image_cases:
                     image_vol = image_cases[gt_case.name].read(spacing)
@@ -144,6 +147,7 @@ def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map:
                 pictures[gt_case.name] = picture
             summary = write_report(tmp, metrics.rows, gt_map.foreground, metrics.case_scores(), pictures,
                                    notes=[f"predictions: {pred}", f"ground truth: {gt}"])
+            levels.write(tmp)
     except FileExistsError:
         raise LumbarsegError(out_dir, "report folder exists (use --overwrite)") from None
     return summary
@@ -176,6 +180,7 @@ def evaluate_dataset(dataset_path: PathLike, split: str, out_dir: PathLike, mode
     if not stacks:
         raise LumbarsegError(dataset_path, f"split {split!r} is empty")
     metrics = SegmentationMetrics(classes)
+    levels = LevelEvaluation(classes)
     pictures: Dict[str, str] = {}
     try:
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -187,12 +192,14 @@ def evaluate_dataset(dataset_path: PathLike, split: str, out_dir: PathLike, mode
                 prediction = predictor(image)
                 p_idx = _remap(prediction.class_indices(), prediction.classes, classes, str(predictor.model_path))
                 metrics(p_idx, g_idx, image.spacing, patient)
+                levels.add(patient, image.with_array(p_idx), image.with_array(g_idx))
                 picture = f"cases/{patient}.png"
                 comparison_png(tmp / picture, image.array, g_idx, p_idx, dataset.label_map, spacing[1:], title=patient)
                 pictures[patient] = picture
             notes = [f"dataset: {dataset_path} (split {split})", f"model: {predictor.model_path}",
                      f"spacing (slice, row, col): {spacing} mm"]
             summary = write_report(tmp, metrics.rows, classes[1:], metrics.case_scores(), pictures, notes=notes)
+            levels.write(tmp)
     except FileExistsError:
         raise LumbarsegError(out_dir, "report folder exists (use --overwrite)") from None
     return summary

@@ -78,9 +78,12 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
                    postprocess: Union[bool, Mapping[str, ComponentRule]] = True, batch_size: int = 2,
                    threads: Optional[int] = None, spacing: Optional[Sequence[Optional[float]]] = None,
                    probabilities: bool = False, overlay: bool = False, overwrite: bool = False,
-                   progress: bool = False, on_error: Optional[Callable[[LumbarsegError], None]] = None) -> BatchResult:
+                   progress: bool = False, on_error: Optional[Callable[[LumbarsegError], None]] = None,
+                   measure_spine: bool = False) -> BatchResult:
     """Segment every case of ``input`` (one volume, or a folder of cases) into ``output`` (a mask file for one
     case, else a folder): masks, optional probabilities and overlays, and ``measurements.{csv,json}``.
+    ``measure_spine`` also writes each case's spine report (``lumbarseg.analysis``: the next stage, imported
+    only then) and, for several cases, ``spine.csv``.
 
     ``spacing`` (slice, row, col mm) is for PNG slices (see :meth:`Predictor.read`). A failing case among
     several is passed to ``on_error`` and skipped; a single case's error is raised.
@@ -94,6 +97,7 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
     predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)
     result = BatchResult(len(plan))
     rows: List[Dict[str, Any]] = []
+    spines: List[Any] = []
     single = len(plan) == 1
     bars = None if progress else True  # tqdm's disable: None = show on a terminal only
     for planned in tqdm(plan, desc="cases", unit="case", disable=True if single else bars, file=sys.stderr):
@@ -105,12 +109,16 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
             with tqdm(total=volume.shape[0], desc=case.name, unit="slice", disable=bars if single else True,
                       file=sys.stderr, leave=False) as bar:
                 prediction = predictor(volume, probabilities=probabilities, progress=bar)
+            spine = _analyse(prediction, planned.stem.name) if measure_spine else None  # before anything is written
             write_mask(prediction, planned.mask, overwrite=overwrite)
             if probabilities:
                 write_probabilities(prediction, planned.stem.with_name(planned.stem.name + "_probabilities.nii.gz"))
             if overlay:
                 write_overlay(prediction, planned.stem.with_name(planned.stem.name + "_overlay.png"), title=case.name)
             rows.extend(measure(prediction, case.name))
+            if spine is not None:
+                _write_spine(spine, planned.stem.parent)
+                spines.append(spine)
         except CASE_ERRORS as exc:  # one bad case: go on
             error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(
                 case.source, f"{type(exc).__name__}: {exc}")
@@ -122,7 +130,25 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
     if rows:
         write_measurements(rows, measurements_stem, {"model": str(predictor.model_path), "runtime": runtime})
         result.measurements = measurements_stem
+    if spines and not single:
+        _write_spine(spines, measurements_stem.with_name("spine.csv"))
     return result
+
+
+def _analyse(prediction: Any, case: str) -> Any:
+    from lumbarseg.analysis import measure_prediction
+
+    return measure_prediction(prediction, case)
+
+
+def _write_spine(spine: Any, where: Path) -> None:
+    """One case's spine report into a folder, or a list of them as one CSV."""
+    from lumbarseg.analysis import write_batch_csv, write_case
+
+    if isinstance(spine, list):
+        write_batch_csv(spine, where)
+    else:
+        write_case(spine, where)
 
 
 def _is_inside(path: Path, folder: Path) -> bool:
