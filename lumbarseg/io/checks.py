@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 import warnings
@@ -155,10 +156,10 @@ def quiet_libraries() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    import SimpleITK as sitk
-
-    itk_warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    sitk = sys.modules.get("SimpleITK")  # ITK readers import it first; a NIfTI read need not pay its import
+    itk_warnings = sitk.ProcessObject.GetGlobalWarningDisplay() if sitk else False
+    if sitk:
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
     nib_log = logging.getLogger("nibabel")
     level = nib_log.level
     nib_log.setLevel(logging.CRITICAL)
@@ -184,4 +185,5 @@ def _quiet() -> Iterator[None]:
                 os.dup2(saved, 2)
                 os.close(saved)
             nib_log.setLevel(level)
-            sitk.ProcessObject.SetGlobalWarningDisplay(itk_warnings)
+            if sitk:
+                sitk.ProcessObject.SetGlobalWarningDisplay(itk_warnings)
