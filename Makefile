@@ -45,7 +45,7 @@ model: install
 	$(PYTHON) -m lumbarseg dataset from-slices $(SPIDER)/images $(SPIDER)/masks --label-map spider-png \
 		--spacing 0.47,0.47,0.9 --split 0.8,0.1,0.1 --seed 0 -o build/spider/spider.yml --overwrite
 	$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config configs/unet_spider.yml --out $(RUN)
-	$(PYTHON) -m lumbarseg export $(RUN) -o $(MODEL)
+	$(PYTHON) -m lumbarseg export $(RUN) -o $(MODEL) --overwrite
 	$(PYTHON) -m lumbarseg evaluate --dataset build/spider/spider.yml --split test --model $(MODEL) \
 		-o $(RUN)/test-report --overwrite
 

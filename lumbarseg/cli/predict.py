@@ -37,14 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _is_inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def _plan(cases: List[Any], output: Path) -> Tuple[List[Tuple[Any, Path, Path]], Path]:
     """For each case: (case, mask path, extras stem); and the measurements stem."""
     from lumbarseg.inference.cases import case_name
@@ -59,47 +51,56 @@ def _plan(cases: List[Any], output: Path) -> Tuple[List[Tuple[Any, Path, Path]],
     return plan, output / "measurements"
 
 
-def _check_not_input(input_path: Path, cases: List[Any], output: Path) -> None:
-    """Never write over or into the input."""
-    if output.resolve() == input_path.resolve():
-        raise LumbarsegError(output, "output is the input; choose another path")
-    if input_path.is_dir() and _is_inside(output, input_path):
-        raise LumbarsegError(output, f"output is inside the input folder {input_path}; choose another path")
-    for case in cases:
-        if output.resolve() == case.path.resolve() or (case.path.is_dir() and _is_inside(output, case.path)):
-            raise LumbarsegError(output, f"output would write into the input {case.path}")
+def _check_outputs(args: argparse.Namespace, cases: List[Any], plan: List[Tuple[Any, Path, Path]],
+                   measurements: Path) -> None:
+    """Before any inference: outputs never touch an input, and exist only with --overwrite."""
+    from lumbarseg.inference.outputs import case_outputs, measurement_paths
+    from lumbarseg.io.atomic import exists_error
+    from lumbarseg.io.paths import check_not_input
+
+    inputs = [("", args.input), ("--model", args.model)] + [("", case.path) for case in cases]
+    check_not_input(args.output, inputs)
+    outputs: List[Path] = []
+    for _, mask_path, stem in plan:
+        outputs.extend(case_outputs(mask_path, stem, args.probabilities, args.overlay).values())
+    outputs.extend(measurement_paths(measurements))
+    for path in outputs:
+        check_not_input(path, inputs)
+        if path.exists() and not args.overwrite:
+            raise exists_error(path)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lumbarseg.inference.cases import find_cases
-    from lumbarseg.inference.outputs import measure, write_mask, write_measurements, write_overlay, write_probabilities
+    from lumbarseg.inference.outputs import case_outputs, measure, write_case, write_measurements
     from lumbarseg.inference.predict import Predictor
+    from lumbarseg.io.atomic import all_or_nothing
 
     cases = find_cases(args.input)
-    _check_not_input(args.input, cases, args.output)
     plan, measurements_stem = _plan(cases, args.output)
+    _check_outputs(args, cases, plan, measurements_stem)
     tta = args.tta.split(",") if args.tta else False
     predictor = Predictor(args.model, args.runtime, args.device, tta, not args.no_postprocess, args.batch_size,
                           args.threads)
     rows: List[Dict[str, Any]] = []
     failed: List[str] = []
     single = len(plan) == 1
+    info = {"model": str(predictor.model_path), "runtime": args.runtime}
     for case, mask_path, stem in tqdm(plan, desc="cases", unit="case", disable=single or None, file=sys.stderr):
         try:
-            if mask_path.exists() and not args.overwrite:
-                raise LumbarsegError(mask_path, "output exists (use --overwrite)")
             volume = predictor.read(case, args.spacing)
             with tqdm(total=volume.shape[0], desc=case.name, unit="slice", disable=not single or None,
                       file=sys.stderr, leave=False) as bar:
                 prediction = predictor(volume, probabilities=args.probabilities, progress=bar)
-            write_mask(prediction, mask_path, overwrite=args.overwrite)
-            if args.probabilities:
-                write_probabilities(prediction, stem.with_name(stem.name + "_probabilities.nii.gz"))
-            if args.overlay:
-                write_overlay(prediction, stem.with_name(stem.name + "_overlay.png"), title=case.name)
-            rows.extend(measure(prediction, case.name))
+            case_rows = measure(prediction, case.name)
+            with all_or_nothing(args.overwrite) as staging:  # mask, extras (and one case's measurements) together
+                write_case(prediction, case_outputs(mask_path, stem, args.probabilities, args.overlay), staging,
+                           title=case.name)
+                if single:
+                    write_measurements(case_rows, measurements_stem, info, staging)
+            rows.extend(case_rows)
         except (LumbarsegError, MemoryError, RuntimeError, ValueError, OSError) as exc:  # one bad case: go on
             error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(
                 case.source, f"{type(exc).__name__}: {exc}")
@@ -107,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
                 raise error from None
             failed.append(case.name)
             tqdm.write(f"lumbarseg: error: {error}", file=sys.stderr)
-    if rows:
-        write_measurements(rows, measurements_stem, {"model": str(predictor.model_path), "runtime": args.runtime})
+    if rows and not single:
+        with all_or_nothing(args.overwrite) as staging:
+            write_measurements(rows, measurements_stem, info, staging)
     done = len(plan) - len(failed)
     print(f"{done} of {len(plan)} case(s) segmented -> {args.output}", file=sys.stderr)
     if failed:

@@ -17,6 +17,7 @@ from lumbarseg.evaluation.report import write_report
 from lumbarseg.inference.cases import Case, find_cases
 from lumbarseg.inference.overlay import comparison_png
 from lumbarseg.io.atomic import atomic_dir
+from lumbarseg.io.paths import check_not_input, folders_of
 from lumbarseg.io.readers import read_png_stack
 from lumbarseg.io.volume import CANONICAL, Volume, reorient
 from lumbarseg.labels import LabelMap
@@ -71,6 +72,7 @@ def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map:
     """
     from tqdm import tqdm
 
+    check_not_input(out_dir, [("--pred", pred), ("--gt", gt), ("--images", images)])
     gt_map = label_map if isinstance(label_map, LabelMap) else LabelMap.load(label_map)
     pred_map = gt_map if pred_label_map is None else (
         pred_label_map if isinstance(pred_label_map, LabelMap) else LabelMap.load(pred_label_map))
@@ -124,6 +126,9 @@ def evaluate_dataset(dataset_path: PathLike, split: str, out_dir: PathLike, mode
     from lumbarseg.inference.predict import Predictor
 
     dataset = load_dataset(dataset_path)
+    files = [p for i in range(len(dataset.samples)) for p in (*dataset.image_paths(i), dataset.label_path(i))]
+    check_not_input(out_dir, [("--dataset", dataset_path), ("--model", model)]
+                    + [("dataset", folder) for folder in folders_of(files)])
     classes = dataset.classes
     predictor = Predictor(model, runtime, device, tta, postprocess)
     in_plane = dataset.spacing or tuple(predictor.metadata.spacing)

@@ -76,7 +76,7 @@ def clean_stale(folder: PathLike) -> None:
 
 
 def exists_error(dest: PathLike) -> LumbarsegError:
-    return LumbarsegError(dest, "output exists (use --overwrite to replace it)")
+    return LumbarsegError(dest, "output exists (use --overwrite)")
 
 
 def _renameat2_noreplace(src: Path, dst: Path) -> bool:

@@ -6,7 +6,7 @@ after resolving symbolic links and ``..``, so another spelling of an input is ca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional, Tuple, Union
+from typing import Iterable, List, Optional, Tuple, Union
 
 from lumbarseg.errors import LumbarsegError
 
@@ -28,17 +28,26 @@ def _relation(output: Path, source: Path) -> Optional[str]:
 
 
 def check_not_input(output: PathLike, inputs: Iterable[Tuple[str, Optional[PathLike]]]) -> None:
-    """Refuse ``output`` when it is, contains or lies inside one of ``inputs`` ((what, path); None skipped)."""
+    """Refuse ``output`` when it is, contains or lies inside one of ``inputs``: (what, path) pairs, ``what`` a
+    flag or a word (may be empty), None paths skipped."""
     out = _resolved(output)
     for what, source in inputs:
         if source is None:
             continue
-        relation = _relation(out, _resolved(source))
+        resolved = _resolved(source)
+        relation = _relation(out, resolved)
         if relation is not None:
-            raise LumbarsegError(output, f"output {relation} the input {what} {source}: inputs are never replaced or "
-                                         "written into (not even with --overwrite); choose another output")
+            kind = "folder" if resolved.is_dir() else "file"
+            label = f"{what} {kind}" if what else kind
+            raise LumbarsegError(output, f"output {relation} the input {label} {source}: inputs are never replaced "
+                                         "or written into (not even with --overwrite); choose another output")
 
 
 def inside(path: PathLike, folder: PathLike) -> bool:
     """Whether ``path`` is ``folder`` or lies inside it (after resolving links)."""
     return _relation(_resolved(path), _resolved(folder)) in ("is", "lies inside")
+
+
+def folders_of(files: Iterable[Optional[PathLike]]) -> List[Path]:
+    """The distinct folders holding ``files`` (e.g. a dataset's image and mask folders), None skipped."""
+    return sorted({Path(f).parent for f in files if f is not None})
