@@ -29,7 +29,7 @@ _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own header limit
 def _encode(value: Any, tensors: Dict[str, np.ndarray]) -> Any:
     if isinstance(value, np.ndarray):
         key = f"t{len(tensors)}"
-        tensors[key] = np.ascontiguousarray(value)
+        tensors[key] = value if value.flags.c_contiguous else np.array(value, order="C")  # keeps 0-d shapes
         return {"__tensor__": key}
     if isinstance(value, np.generic):
         return value.item()

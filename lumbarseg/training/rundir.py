@@ -15,7 +15,6 @@ all, so after a kill -9 the newest ``epoch-NNNN`` is always complete.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from contextlib import contextmanager
@@ -47,18 +46,12 @@ def locked(run_dir: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock
         yield
         return
-    with open(run_dir / LOCK_FILE, "a+", encoding="utf-8") as handle:
+    with open(run_dir / LOCK_FILE, "a", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.seek(0)
-            owner = handle.read().strip()
-            raise LumbarsegError(run_dir, f"another training is writing this run folder (pid {owner or '?'} holds "
-                                          f"{LOCK_FILE}); wait for it, or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+            raise LumbarsegError(run_dir, f"another training is writing this run folder (it holds {LOCK_FILE}); "
+                                          "wait for it to finish, or choose another --out") from None
         yield
 
 
