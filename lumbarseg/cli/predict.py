@@ -55,10 +55,12 @@ def _check_outputs(args: argparse.Namespace, cases: List[Any], plan: List[Tuple[
                    measurements: Path) -> None:
     """Before any inference: outputs never touch an input, and exist only with --overwrite."""
     from lumbarseg.inference.outputs import case_outputs, measurement_paths
+    from lumbarseg.inference.predict import default_model_path
     from lumbarseg.io.atomic import exists_error
     from lumbarseg.io.paths import check_not_input
 
-    inputs = [("", args.input), ("--model", args.model)] + [("", case.path) for case in cases]
+    model = args.model if args.model is not None else default_model_path()
+    inputs = [("", args.input), ("--model", model)] + [("", case.path) for case in cases]
     check_not_input(args.output, inputs)
     outputs: List[Path] = []
     for _, mask_path, stem in plan:

@@ -82,7 +82,7 @@ def _check_output(yml: Path, inputs: Sequence[Path], overwrite: bool) -> Path:
 @contextmanager
 def _staged_output(yml: Path, folder: Path, overwrite: bool) -> Iterator[Tuple[Path, Path]]:
     """Yield (temporary data folder, temporary YAML path); both get their final names on success."""
-    with atomic_path(yml) as tmp_yml, atomic_dir(folder, overwrite=overwrite) as tmp_dir:
+    with atomic_path(yml, overwrite) as tmp_yml, atomic_dir(folder, overwrite=overwrite) as tmp_dir:
         (tmp_dir / "images").mkdir()
         (tmp_dir / "masks").mkdir()
         yield tmp_dir, tmp_yml

@@ -126,11 +126,11 @@ def evaluate_dataset(dataset_path: PathLike, split: str, out_dir: PathLike, mode
     from lumbarseg.inference.predict import Predictor
 
     dataset = load_dataset(dataset_path)
-    files = [p for i in range(len(dataset.samples)) for p in (*dataset.image_paths(i), dataset.label_path(i))]
-    check_not_input(out_dir, [("--dataset", dataset_path), ("--model", model)]
-                    + [("dataset", folder) for folder in folders_of(files)])
     classes = dataset.classes
     predictor = Predictor(model, runtime, device, tta, postprocess)
+    files = [p for i in range(len(dataset.samples)) for p in (*dataset.image_paths(i), dataset.label_path(i))]
+    check_not_input(out_dir, [("--dataset", dataset_path), ("--model", predictor.model_path)]
+                    + [("dataset", folder) for folder in folders_of(files)])
     in_plane = dataset.spacing or tuple(predictor.metadata.spacing)
     spacing = (float(dataset.meta.get("slice_spacing") or 1.0), *in_plane)
     stacks = _patient_stacks(dataset, split)
