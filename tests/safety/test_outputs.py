@@ -371,7 +371,9 @@ def test_two_trainings_into_one_run_folder_do_not_mix(run, tmp_path):
 
 
 def _make_dry_run(*args: str, virtual_env: str = "") -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MAKEFLAGS", "MAKELEVEL")}
+    # as on a fresh shell: no virtual environment, no make variables inherited (`make test PYTHON=...` exports them)
+    ignored = ("VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "SYSTEM_PYTHON", "VENV")
+    env = {k: v for k, v in os.environ.items() if k not in ignored}
     if virtual_env:
         env["VIRTUAL_ENV"] = virtual_env
     result = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), *args], capture_output=True, text=True, env=env)
