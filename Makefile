@@ -1,15 +1,31 @@
 # lumbarseg: one command per job. `make demo` segments the sample; `make test` runs the suite.
-PYTHON ?= python3
+# Python: PYTHON=... if given; else the active virtual environment's python (VIRTUAL_ENV set); else the
+# project's own virtual environment .venv/, created on first use from SYSTEM_PYTHON (Debian/Ubuntu's own
+# python3 refuses `pip install`, PEP 668).
+SYSTEM_PYTHON ?= python3
+VENV ?= .venv
+ifeq ($(origin PYTHON),undefined)
+  ifneq ($(VIRTUAL_ENV),)
+    PYTHON := $(VIRTUAL_ENV)/bin/python
+  else
+    PYTHON := $(VENV)/bin/python
+    MAKE_VENV := $(PYTHON)
+  endif
+endif
 PIP := $(PYTHON) -m pip
 # The CPU build of PyTorch, pinned: an unpinned torch pulls the newest CUDA build (several GB).
 TORCH_PIN ?= torch==2.13.0
-STAMP := .make-installed
+# One install stamp per interpreter, so switching PYTHON/venv installs into the new one.
+STAMP := .make-installed-$(subst /,_,$(abspath $(PYTHON)))
 # vermin has no __main__: `python -m vermin` fails, so call its entry point with this interpreter.
 VERMIN := $(PYTHON) -c 'import sys, vermin; sys.exit(vermin.main())'
 
-.PHONY: install test lint py38-check demo model bench clean test-py38 docker-cpu docker-cuda docker-run-cpu docker-run-cuda
+.PHONY: install test lint py38-check demo model bench clean distclean test-py38 docker-cpu docker-cuda docker-run-cpu docker-run-cuda
 
-$(STAMP): setup.py
+$(VENV)/bin/python:
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.py $(MAKE_VENV)
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -e ".[torch,dev]"
 	@touch $(STAMP)
@@ -45,15 +61,19 @@ model: install
 	$(PYTHON) -m lumbarseg dataset from-slices $(SPIDER)/images $(SPIDER)/masks --label-map spider-png \
 		--spacing 0.47,0.47,0.9 --split 0.8,0.1,0.1 --seed 0 -o build/spider/spider.yml --overwrite
 	$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config configs/unet_spider.yml --out $(RUN)
-	$(PYTHON) -m lumbarseg export $(RUN) -o $(MODEL)
+	$(PYTHON) -m lumbarseg export $(RUN) -o $(MODEL) --overwrite
 	$(PYTHON) -m lumbarseg evaluate --dataset build/spider/spider.yml --split test --model $(MODEL) \
 		-o $(RUN)/test-report --overwrite
 
 bench: install
 	$(PYTHON) benchmarks/run.py
 
+# clean keeps .venv (a slow reinstall); `make distclean` removes it too.
 clean:
-	rm -rf build dist *.egg-info $(STAMP) .pytest_cache
+	rm -rf build dist *.egg-info .make-installed* .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)
 
 # --- Python 3.8 (the DeepHealth stack's Python): pyenv's 3.8 if there is one, else python3.8 on PATH.
 # A venv with the pins the Docker images use; runs the import check (every module, `lumbarseg --help`)

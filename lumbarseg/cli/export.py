@@ -13,12 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.onnx")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing MODEL.onnx (never a run's file)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from lumbarseg.training.trainer import export_run
 
-    out = export_run(args.run_dir, args.output, args.checkpoint)
+    out = export_run(args.run_dir, args.output, args.checkpoint, args.overwrite)
     print(out)
     return 0

@@ -32,6 +32,7 @@ from lumbarseg.data.split import SplitSpec, natural_key, split_patients
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_dir, atomic_path
 from lumbarseg.io.intensity import DEFAULT_NORMALIZATION, normalize
+from lumbarseg.io.paths import check_not_input
 from lumbarseg.io.readers import read_volume, volume_stem
 from lumbarseg.io.slices import read_grey, write_png
 from lumbarseg.io.volume import CANONICAL, Volume, reorient
@@ -73,18 +74,15 @@ def _check_output(yml: Path, inputs: Sequence[Path], overwrite: bool) -> Path:
         for existing in (yml, folder):
             if existing.exists():
                 raise LumbarsegError(existing, "already exists (use --overwrite to replace it)")
-    out = folder.resolve()
-    for source in inputs:
-        src = source.resolve()
-        if out == src or out in src.parents or src in out.parents:
-            raise LumbarsegError(yml, f"output would overlap the input folder {source} (inputs are never modified)")
+    for output in (yml, folder):
+        check_not_input(output, [("", source) for source in inputs])
     return folder
 
 
 @contextmanager
 def _staged_output(yml: Path, folder: Path, overwrite: bool) -> Iterator[Tuple[Path, Path]]:
     """Yield (temporary data folder, temporary YAML path); both get their final names on success."""
-    with atomic_path(yml) as tmp_yml, atomic_dir(folder, overwrite=overwrite) as tmp_dir:
+    with atomic_path(yml, overwrite) as tmp_yml, atomic_dir(folder, overwrite=overwrite) as tmp_dir:
         (tmp_dir / "images").mkdir()
         (tmp_dir / "masks").mkdir()
         yield tmp_dir, tmp_yml

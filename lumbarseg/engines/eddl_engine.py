@@ -14,7 +14,7 @@ scaled).
 
 EDDL optimisers are not PyTorch's (documented in the README): Adam puts epsilon inside the square
 root, SGD folds the learning rate into the momentum buffer, RMSprop has no momentum, none applies
-weight decay (so a ``weight_decay`` > 0 is refused), and the checkpoint (EDDL ``bin``) holds the
+weight decay (so a ``weight_decay`` > 0 is refused), and the checkpoint (safetensors) holds the
 weights and BatchNorm statistics but no optimiser state.
 
 Dropout: EDDL's Dropout scales at inference (``x * (1 - p)``), PyTorch's during training; the two
@@ -52,6 +52,7 @@ from lumbarseg.engines.eddl_net import (
 )
 from lumbarseg.engines.registry import DEVICE_KINDS
 from lumbarseg.errors import LumbarsegError
+from lumbarseg.io import tensors
 from lumbarseg.io.atomic import atomic_path
 from lumbarseg.model import metadata
 from lumbarseg.model.onnx_graph import contract_graph, read_unet_weights
@@ -59,6 +60,7 @@ from lumbarseg.networks.unet import UNetSpec
 
 TORCH_EPS = 1e-8  # PyTorch's Adam/RMSprop epsilon, reproduced under the gradient scale
 RMSPROP_RHO = 0.99  # PyTorch's RMSprop alpha
+CHECKPOINT_FORMAT = "lumbarseg-eddl-checkpoint-1"
 
 
 class EddlEngine(Engine):
@@ -243,17 +245,23 @@ class EddlEngine(Engine):
 
     # checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, path: Path) -> None:
-        """EDDL's native ``bin`` file of the net (weights and BN statistics; EDDL stores no optimiser state)."""
-        built = self._reference_net()
-        self._sync()
-        self._write_weights(built)
-        with atomic_path(Path(path)) as tmp, quiet():
-            eddl.save(built.net, str(tmp), "bin")
+        """Weights and BN statistics (EDDL keeps no optimiser state) as safetensors (``lumbarseg.io.tensors``)."""
+        tensors.save(path, {"format": CHECKPOINT_FORMAT, "spec": self.spec.to_dict(), "layers": self.get_weights()})
 
     def load_checkpoint(self, path: Path) -> None:
+        """A safetensors checkpoint, or an EDDL ``bin`` file of an earlier version (plain tensors)."""
         path = Path(path)
         if not path.is_file():
             raise LumbarsegError(path, "no such checkpoint")
+        if tensors.kind(path) == "safetensors":
+            state = tensors.load(path)
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise LumbarsegError(path, "not a lumbarseg EDDL checkpoint")
+            if UNetSpec.from_dict(state["spec"]) != self.spec:
+                raise LumbarsegError(path, f"not an EDDL checkpoint of the U-Net {self.spec} (it holds "
+                                           f"{UNetSpec.from_dict(state['spec'])})")
+            self.set_weights(state["layers"], source=str(path))
+            return
         built = self._reference_net()
         expected = [tuple(t.shape) for layer_params in eddl.get_parameters(built.net, True) for t in layer_params]
         found = bin_shapes(path)

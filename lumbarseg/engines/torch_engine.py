@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from lumbarseg.config import LossConfig, OptimizerConfig, unknown_optimizer
 from lumbarseg.engines.base import BN_EPS, DICE_SMOOTH, Device, Engine
 from lumbarseg.errors import LumbarsegError
+from lumbarseg.io import tensors
 from lumbarseg.io.atomic import atomic_path
 from lumbarseg.model.metadata import INPUT_NAME, OUTPUT_NAME
 from lumbarseg.model.onnx_graph import ONNX_OPSET, plain_graph, read_unet_weights
@@ -215,7 +216,7 @@ class TorchEngine(Engine):
         return self.net.state_dict()
 
     def save_checkpoint(self, path: Path) -> None:
-        """Weights, optimiser and AMP scaler state, and the RNG states, in one atomic file."""
+        """Weights, optimiser and AMP scaler state, and the RNG states, in one atomic safetensors file."""
         state = {
             "format": CHECKPOINT_FORMAT,
             "spec": self.spec.to_dict(),
@@ -225,35 +226,31 @@ class TorchEngine(Engine):
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.kind == "cuda" else None},
         }
-        with atomic_path(Path(path)) as tmp:
-            torch.save(state, str(tmp))
+        tensors.save(path, _to_numpy(state))
 
     def load_checkpoint(self, path: Path) -> None:
         path = Path(path)
         if not path.is_file():
             raise LumbarsegError(path, "no such checkpoint")
-        try:
-            extra = {"weights_only": False} if "weights_only" in inspect.signature(torch.load).parameters else {}
-            state = torch.load(str(path), map_location=self.torch_device, **extra)
-        except Exception as exc:  # pickle/zip errors for truncated or foreign files
-            raise LumbarsegError(path, f"not a readable checkpoint ({type(exc).__name__})") from None
+        state = _read_checkpoint(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise LumbarsegError(path, "not a lumbarseg PyTorch checkpoint")
         saved = UNetSpec.from_dict(state["spec"])
         if saved != self.spec:
             raise LumbarsegError(path, f"checkpoint is for {saved}, this run builds {self.spec}")
-        self.net.load_state_dict(state["model"])
+        self.net.load_state_dict(_to_torch(state["model"]))
         if state.get("optimizer") is not None and self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(_to_torch(state["optimizer"]))
         if state.get("scaler") is not None and self.amp:
-            self.scaler.load_state_dict(state["scaler"])
+            self.scaler.load_state_dict(_to_torch(state["scaler"]))
         rng = state.get("rng") or {}
         if "torch" in rng:
-            torch.set_rng_state(rng["torch"].cpu())
-            random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(_to_torch(rng["torch"]).cpu())
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
+            np.random.set_state(tuple(rng["numpy"]))
         if rng.get("cuda") is not None and self.device.kind == "cuda":
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            torch.cuda.set_rng_state_all([_to_torch(t) for t in rng["cuda"]])
 
     # ONNX -------------------------------------------------------------------------------------
     def export_onnx(self, path: Path) -> None:
@@ -313,3 +310,45 @@ def _grad_scaler(enabled: bool):
     return torch.cuda.amp.GradScaler(enabled=enabled)  # torch < 2.3
 
 
+def _to_numpy(value: Any) -> Any:
+    """Tensors as numpy arrays, recursively (the checkpoint stores numpy)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_numpy(v) for v in value)
+    return value
+
+
+def _to_torch(value: Any) -> Any:
+    """numpy arrays as tensors, recursively."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {k: _to_torch(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_torch(v) for v in value)
+    return value
+
+
+def _read_checkpoint(path: Path) -> Any:
+    """A safetensors checkpoint; an older PyTorch file only through ``torch.load(weights_only=True)``, whose
+    unpickler builds tensors and plain containers and refuses every other global (no code runs)."""
+    if tensors.kind(path) == "safetensors":
+        return tensors.load(path)
+    if "weights_only" not in inspect.signature(torch.load).parameters:
+        raise LumbarsegError(path, "old pickled checkpoint: PyTorch >= 1.13 is needed to read it safely")
+    # old checkpoints hold numpy's RNG state: allow numpy's array rebuild, nothing else
+    multiarray = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+    allowed = [multiarray.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    safe = getattr(torch.serialization, "safe_globals", None)
+    try:
+        with safe(allowed) if safe is not None else nullcontext(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for a foreign global, zip/pickle errors for broken files
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "global" in str(exc).lower():
+            problem = "refused: a pickle that would run code to load (nothing was executed)"
+        raise LumbarsegError(path, f"not a readable checkpoint ({problem})") from None

@@ -18,6 +18,7 @@ from lumbarseg.evaluation.report import write_report
 from lumbarseg.io.atomic import atomic_dir
 from lumbarseg.io.cases import Case, find_cases
 from lumbarseg.io.overlay import comparison_png
+from lumbarseg.io.paths import check_not_input, folders_of
 from lumbarseg.io.readers import read_png_stack
 from lumbarseg.io.volume import CANONICAL, Volume, reorient
 from lumbarseg.labels import LabelMap
@@ -115,6 +116,7 @@ def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map:
     """
     from tqdm import tqdm
 
+    check_not_input(out_dir, [("--pred", pred), ("--gt", gt), ("--images", images)])
     gt_maps, pred_maps = _label_maps(label_map, pred_label_map, model)
     gt_map = gt_maps[0][1]
     pairs = _pair_cases(Path(pred), Path(gt))
@@ -174,6 +176,9 @@ def evaluate_dataset(dataset_path: PathLike, split: str, out_dir: PathLike, mode
     dataset = load_dataset(dataset_path)
     classes = dataset.classes
     predictor = Predictor(model, runtime, device, tta, postprocess)
+    files = [p for i in range(len(dataset.samples)) for p in (*dataset.image_paths(i), dataset.label_path(i))]
+    check_not_input(out_dir, [("--dataset", dataset_path), ("--model", predictor.model_path)]
+                    + [("dataset", folder) for folder in folders_of(files)])
     in_plane = dataset.spacing or tuple(predictor.metadata.spacing)
     spacing = (float(dataset.meta.get("slice_spacing") or 1.0), *in_plane)
     stacks = _patient_stacks(dataset, split)

@@ -1,8 +1,10 @@
 """Batch mode: every case of an input path segmented with one model, outputs planned and guarded.
 
-:func:`predict_folder` is what ``lumbarseg predict`` runs: it plans where each case's outputs go,
-refuses to write over or into the input, isolates each case's failure (the others still finish;
-a single case's error is raised) and writes the measurements table of all cases that succeeded.
+:func:`predict_folder` is what ``lumbarseg predict`` runs: before any inference it plans where each
+case's outputs go and refuses outputs that are, contain or lie inside an input, or that exist without
+``overwrite``; then it writes each case's files all or nothing, isolates each case's failure (the
+others still finish; a single case's error is raised) and writes the measurements table of all cases
+that succeeded.
 """
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.inference.outputs import (
     MASK_SUFFIXES,
+    case_outputs,
     mask_suffix,
     measure,
-    write_mask,
+    measurement_paths,
+    write_case,
     write_measurements,
-    write_overlay,
-    write_probabilities,
 )
 from lumbarseg.inference.postprocess import ComponentRule
-from lumbarseg.inference.predict import PathLike, Predictor
+from lumbarseg.inference.predict import PathLike, Predictor, default_model_path
+from lumbarseg.io import paths
+from lumbarseg.io.atomic import all_or_nothing, exists_error
 from lumbarseg.io.cases import Case, case_name, find_cases
 
 # A failure of one case among several: reported and skipped (anything else stops the batch).
@@ -62,15 +66,20 @@ def plan_outputs(cases: Sequence[Case], output: Path) -> Tuple[List[Planned], Pa
     return plan, output / "measurements"
 
 
-def check_not_input(input_path: Path, cases: Sequence[Case], output: Path) -> None:
-    """Never write over or into the input."""
-    if output.resolve() == input_path.resolve():
-        raise LumbarsegError(output, "output is the input; choose another path")
-    if input_path.is_dir() and _is_inside(output, input_path):
-        raise LumbarsegError(output, f"output is inside the input folder {input_path}; choose another path")
-    for case in cases:
-        if output.resolve() == case.path.resolve() or (case.path.is_dir() and _is_inside(output, case.path)):
-            raise LumbarsegError(output, f"output would write into the input {case.path}")
+def check_outputs(input_path: Path, output: Path, model: Optional[PathLike], cases: Sequence[Case],
+                  plan: Sequence[Planned], measurements: Path, probabilities: bool, overlay: bool,
+                  overwrite: bool) -> None:
+    """Before any inference: no output is, contains or lies inside an input (the model included), and none
+    exists unless ``overwrite``."""
+    inputs = [("", input_path), ("--model", model if model is not None else default_model_path())]
+    inputs += [("", case.path) for case in cases]
+    paths.check_not_input(output, inputs)
+    outputs = [path for planned in plan
+               for path in case_outputs(planned.mask, planned.stem, probabilities, overlay).values()]
+    for path in outputs + measurement_paths(measurements):
+        paths.check_not_input(path, inputs)
+        if path.exists() and not overwrite:
+            raise exists_error(path)
 
 
 def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] = None,
@@ -92,30 +101,30 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
 
     input_path, output = Path(input), Path(output)
     cases = find_cases(input_path)
-    check_not_input(input_path, cases, output)
     plan, measurements_stem = plan_outputs(cases, output)
+    check_outputs(input_path, output, model, cases, plan, measurements_stem, probabilities, overlay, overwrite)
     predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)
     result = BatchResult(len(plan))
     rows: List[Dict[str, Any]] = []
     spines: List[Any] = []
     single = len(plan) == 1
     bars = None if progress else True  # tqdm's disable: None = show on a terminal only
+    info = {"model": str(predictor.model_path), "runtime": runtime}
     for planned in tqdm(plan, desc="cases", unit="case", disable=True if single else bars, file=sys.stderr):
         case = planned.case
         try:
-            if planned.mask.exists() and not overwrite:
-                raise LumbarsegError(planned.mask, "output exists (use --overwrite)")
             volume = predictor.read(case, spacing)
             with tqdm(total=volume.shape[0], desc=case.name, unit="slice", disable=bars if single else True,
                       file=sys.stderr, leave=False) as bar:
                 prediction = predictor(volume, probabilities=probabilities, progress=bar)
             spine = _analyse(prediction, planned.stem.name) if measure_spine else None  # before anything is written
-            write_mask(prediction, planned.mask, overwrite=overwrite)
-            if probabilities:
-                write_probabilities(prediction, planned.stem.with_name(planned.stem.name + "_probabilities.nii.gz"))
-            if overlay:
-                write_overlay(prediction, planned.stem.with_name(planned.stem.name + "_overlay.png"), title=case.name)
-            rows.extend(measure(prediction, case.name))
+            case_rows = measure(prediction, case.name)
+            with all_or_nothing(overwrite) as staging:  # mask, extras (and one case's measurements) together
+                write_case(prediction, case_outputs(planned.mask, planned.stem, probabilities, overlay), staging,
+                           title=case.name)
+                if single:
+                    write_measurements(case_rows, measurements_stem, info, staging)
+            rows.extend(case_rows)
             if spine is not None:
                 _write_spine(spine, planned.stem.parent)
                 spines.append(spine)
@@ -127,8 +136,10 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
             result.failed[case.name] = error
             if on_error is not None:
                 on_error(error)
+    if rows and not single:
+        with all_or_nothing(overwrite) as staging:
+            write_measurements(rows, measurements_stem, info, staging)
     if rows:
-        write_measurements(rows, measurements_stem, {"model": str(predictor.model_path), "runtime": runtime})
         result.measurements = measurements_stem
     if spines and not single:
         _write_spine(spines, measurements_stem.with_name("spine.csv"))
@@ -149,11 +160,3 @@ def _write_spine(spine: Any, where: Path) -> None:
         write_batch_csv(spine, where)
     else:
         write_case(spine, where)
-
-
-def _is_inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False

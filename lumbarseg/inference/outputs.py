@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from lumbarseg.inference.predict import Prediction
-from lumbarseg.io.atomic import atomic_path, write_text
+from lumbarseg.io.atomic import Staging, atomic_path, write_text
 from lumbarseg.io.overlay import overlay_png
 from lumbarseg.io.readers import write_png_stack, write_volume
 from lumbarseg.io.volume import reorient
@@ -84,21 +84,52 @@ def measure(prediction: Prediction, case: str = "") -> List[Dict[str, Any]]:
     return rows
 
 
-def write_measurements(rows: Sequence[Dict[str, Any]], stem: PathLike, info: Optional[Dict[str, Any]] = None) -> None:
-    """``STEM.json`` ({case: {class: measures}} plus run info) and ``STEM.csv`` (one row per case and class)."""
+def case_outputs(mask_path: PathLike, stem: PathLike, probabilities: bool = False,
+                 overlay: bool = False) -> Dict[str, Path]:
+    """The files one case's prediction writes: mask, and ``STEM_probabilities.nii.gz``/``STEM_overlay.png``."""
     stem = Path(stem)
+    paths = {"mask": Path(mask_path)}
+    if probabilities:
+        paths["probabilities"] = stem.with_name(stem.name + "_probabilities.nii.gz")
+    if overlay:
+        paths["overlay"] = stem.with_name(stem.name + "_overlay.png")
+    return paths
+
+
+def measurement_paths(stem: PathLike) -> List[Path]:
+    """``STEM.json`` and ``STEM.csv``."""
+    stem = Path(stem)
+    return [stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".csv")]
+
+
+def write_case(prediction: Prediction, paths: Dict[str, Path], staging: Staging, title: str = "") -> None:
+    """Write a case's outputs (:func:`case_outputs`) through ``staging``: they appear together or not at all."""
+    write_mask(prediction, staging.path(paths["mask"]), overwrite=True)
+    if "probabilities" in paths:
+        write_probabilities(prediction, staging.path(paths["probabilities"]))
+    if "overlay" in paths:
+        write_overlay(prediction, staging.path(paths["overlay"]), title=title)
+
+
+def write_measurements(rows: Sequence[Dict[str, Any]], stem: PathLike, info: Optional[Dict[str, Any]] = None,
+                       staging: Optional[Staging] = None) -> None:
+    """``STEM.json`` ({case: {class: measures}} plus run info) and ``STEM.csv`` (one row per case and class);
+    through ``staging`` when given (committed with the other outputs), else each atomically."""
+    json_path, csv_path = measurement_paths(stem)
+    if staging is not None:
+        json_path, csv_path = staging.path(json_path), staging.path(csv_path)
     by_case: Dict[str, Dict[str, Any]] = {}
     for row in rows:
         by_case.setdefault(row["case"], {})[row["class"]] = {k: v for k, v in row.items() if k not in ("case", "class")}
     document = {"units": {"volume_ml": "mL", "slice_coverage": "fraction of sagittal slices"},
                 "cases": by_case, **({"info": info} if info else {})}
-    write_text(stem.with_name(stem.name + ".json"), json.dumps(document, indent=2) + "\n")
+    write_text(json_path, json.dumps(document, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MEASUREMENT_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in MEASUREMENT_FIELDS})
-    write_text(stem.with_name(stem.name + ".csv"), buffer.getvalue())
+    write_text(csv_path, buffer.getvalue())
 
 
 def write_overlay(prediction: Prediction, path: PathLike, title: str = "") -> None:

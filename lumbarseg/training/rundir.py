@@ -7,6 +7,7 @@
       best.ckpt           engine checkpoint of the best epoch (validation mean Dice)
       best.onnx           the best epoch as an ONNX model with lumbarseg metadata
       log.csv  log.json  curves.png
+      .lock               held (flock) by the training writing the folder: a second one stops
 
 Every file is written to a temporary name and renamed; a checkpoint folder appears whole or not at
 all, so after a kill -9 the newest ``epoch-NNNN`` is always complete.
@@ -16,11 +17,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from lumbarseg.errors import LumbarsegError
-from lumbarseg.io.atomic import atomic_dir, write_text
+from lumbarseg.io.atomic import atomic_dir, exists_error, write_text
+from lumbarseg.io.paths import check_not_input, inside
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yml"
@@ -29,14 +32,45 @@ ENGINE_CHECKPOINT = "engine.ckpt"
 STATE_FILE = "state.json"
 BEST_CHECKPOINT = "best.ckpt"
 BEST_ONNX = "best.onnx"
+LOCK_FILE = ".lock"
+_RUN_NAMES = {RUN_FILE, CONFIG_FILE, BEST_CHECKPOINT, BEST_ONNX, "log.csv", "log.json", "curves.png", LOCK_FILE}
 _EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN_DIR/.lock`` (``flock``, released by the system when the process dies): a second training or
+    resume of the same folder stops with one line instead of mixing its files into this run's."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(run_dir / LOCK_FILE, "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise LumbarsegError(run_dir, f"another training is writing this run folder (it holds {LOCK_FILE}); "
+                                          "wait for it to finish, or choose another --out") from None
+        yield
 
 
 def check_new_run_dir(run_dir: Path) -> None:
     """A new run may only go into a missing or empty folder (never over an existing run)."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or any(p.name != LOCK_FILE for p in run_dir.iterdir())):
         raise LumbarsegError(run_dir, "already exists and is not empty (use --resume to continue a run, "
                                       "or choose another --out)")
+
+
+def check_export_output(run_dir: Path, out: Path, overwrite: bool) -> None:
+    """``export``'s output: never the run folder, anything holding it, one of its files or its checkpoints;
+    an existing file only with ``overwrite``."""
+    check_not_input(out, [("run", run_dir / CHECKPOINTS)])
+    if inside(run_dir, out) or (inside(out, run_dir) and (out.exists() or out.name in _RUN_NAMES)):
+        raise LumbarsegError(out, f"is a file of the run {run_dir} (a run's files are never replaced); choose "
+                                  "another output")
+    if out.exists() and not overwrite:
+        raise exists_error(out)
 
 
 def read_run(run_dir: Path) -> Dict[str, Any]:

@@ -109,19 +109,21 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
     meta = _base_metadata(ds, config, spec, engine)
     existed = out.is_dir()
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / rundir.CONFIG_FILE, config.to_yaml())
-    rundir.write_json(out / rundir.RUN_FILE, {
-        "dataset": str(Path(dataset).resolve()), "engine": engine, "device": str(dev), "classes": ds.classes,
-        "architecture": spec.to_dict(), "init": str(Path(init).resolve()) if init else None,
-        "metadata": asdict(meta)})
-    try:
-        return _fit(out, net, source, config, ds, meta, _fresh_state(), progress)
-    except LumbarsegError:
-        if rundir.latest_checkpoint(out) is None:  # bad input found in the first epoch: leave no run behind
-            shutil.rmtree(out, ignore_errors=True)
-            if existed:
-                out.mkdir()
-        raise
+    with rundir.locked(out):
+        rundir.check_new_run_dir(out)  # again under the lock: another training may have started meanwhile
+        write_text(out / rundir.CONFIG_FILE, config.to_yaml())
+        rundir.write_json(out / rundir.RUN_FILE, {
+            "dataset": str(Path(dataset).resolve()), "engine": engine, "device": str(dev), "classes": ds.classes,
+            "architecture": spec.to_dict(), "init": str(Path(init).resolve()) if init else None,
+            "metadata": asdict(meta)})
+        try:
+            return _fit(out, net, source, config, ds, meta, _fresh_state(), progress)
+        except LumbarsegError:
+            if rundir.latest_checkpoint(out) is None:  # bad input found in the first epoch: leave no run behind
+                shutil.rmtree(out, ignore_errors=True)
+                if existed:
+                    out.mkdir()
+            raise
 
 
 def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[PathLike] = None,
@@ -139,13 +141,14 @@ def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[Pa
     net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
     net.configure_training(config.optimizer, config.loss)
     state = _fresh_state()
-    latest = rundir.latest_checkpoint(run_dir)
-    if latest is not None:
-        net.load_checkpoint(latest[1] / rundir.ENGINE_CHECKPOINT)
-        state = rundir.load_state(latest[1])
-    source = _batch_source(engine_cls, ds, config, batch_source)
-    meta = model_metadata.ModelMetadata(**run["metadata"])
-    return _fit(run_dir, net, source, config, ds, meta, state, progress)
+    with rundir.locked(run_dir):
+        latest = rundir.latest_checkpoint(run_dir)
+        if latest is not None:
+            net.load_checkpoint(latest[1] / rundir.ENGINE_CHECKPOINT)
+            state = rundir.load_state(latest[1])
+        source = _batch_source(engine_cls, ds, config, batch_source)
+        meta = model_metadata.ModelMetadata(**run["metadata"])
+        return _fit(run_dir, net, source, config, ds, meta, state, progress)
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -236,9 +239,9 @@ def validate(engine: Engine, batches: Iterable[Batch], num_classes: int) -> List
     return [float(2 * o / s) if s else 1.0 for o, s in zip(overlap, total)]
 
 
-def export_model(engine: Engine, path: Path, meta: model_metadata.ModelMetadata) -> None:
+def export_model(engine: Engine, path: Path, meta: model_metadata.ModelMetadata, overwrite: bool = True) -> None:
     """The engine's ONNX with ``meta`` embedded, appearing at ``path`` only when complete and checked."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite) as tmp:
         engine.export_onnx(tmp)
         model_metadata.embed(tmp, meta)
 
@@ -332,8 +335,9 @@ def _with_training_record(meta: model_metadata.ModelMetadata, ds: DeepHealthData
     return replace(meta, training_data=record)
 
 
-def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best") -> Path:
-    """Write a run's ``best`` or ``last`` checkpoint as an ONNX model with metadata to ``out``."""
+def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best", overwrite: bool = False) -> Path:
+    """Write a run's ``best`` or ``last`` checkpoint as an ONNX model with metadata to ``out`` (an existing
+    ``out`` only with ``overwrite``; never one of the run's own files)."""
     run_dir, out = Path(run_dir), Path(out)
     run = rundir.read_run(run_dir)
     latest = rundir.latest_checkpoint(run_dir)
@@ -345,8 +349,7 @@ def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best") -> Pa
         raise LumbarsegError("--checkpoint", f"unknown checkpoint {checkpoint!r} (choose best or last)")
     if not path.is_file():
         raise LumbarsegError(run_dir, f"no {checkpoint} checkpoint yet (has an epoch finished?)")
-    if out.resolve() == (run_dir / rundir.BEST_ONNX).resolve():
-        raise LumbarsegError(out, "is the run's own best.onnx; choose another output path")
+    rundir.check_export_output(run_dir, out, overwrite)
     spec = UNetSpec.from_dict(run["architecture"])
     engine = get_engine(run["engine"])(spec, Device("cpu"))
     engine.load_checkpoint(path)
@@ -354,5 +357,5 @@ def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best") -> Pa
     meta = model_metadata.ModelMetadata(**run["metadata"])
     record = dict(meta.training_data, checkpoint=checkpoint, epochs=state.get("epoch"),
                   best_epoch=state.get("best_epoch"))
-    export_model(engine, out, replace(meta, training_data=record))
+    export_model(engine, out, replace(meta, training_data=record), overwrite)
     return out

@@ -141,9 +141,9 @@ def test_refuses_to_overwrite_and_to_write_into_inputs(tmp_path):
     assert out.stat().st_mtime_ns == stamp
     again = from_slices(images, masks, out, SPIDER_PNG, progress=False, overwrite=True)
     assert again.split == ds.split and sorted(p.name for p in out.parent.iterdir()) == ["ds", "ds.yml"]
-    with pytest.raises(LumbarsegError, match="overlap the input folder"):
+    with pytest.raises(LumbarsegError, match="output is the input folder"):
         from_slices(images, masks, images.parent / "images.yml", SPIDER_PNG, progress=False, overwrite=True)
-    with pytest.raises(LumbarsegError, match="overlap the input folder"):
+    with pytest.raises(LumbarsegError, match="output lies inside the input folder"):
         from_slices(images, masks, images / "x.yml", SPIDER_PNG, progress=False)
     with pytest.raises(LumbarsegError, match=r"\.yml or \.yaml"):
         from_slices(images, masks, tmp_path / "x.json", SPIDER_PNG, progress=False)

@@ -11,7 +11,7 @@ pytest.importorskip("pyeddl", reason="pyeddl not installed (DeepHealth extra: pi
 from synthetic_training import TINY_CONFIG, make_dataset, tiny_config  # noqa: E402
 
 from lumbarseg.config import LossConfig, OptimizerConfig  # noqa: E402
-from lumbarseg.engines.eddl_engine import EddlEngine  # noqa: E402
+from lumbarseg.engines.eddl_engine import EddlEngine, eddl  # noqa: E402
 from lumbarseg.engines.registry import Device, get_engine  # noqa: E402
 from lumbarseg.errors import LumbarsegError  # noqa: E402
 from lumbarseg.networks.unet import UNetSpec  # noqa: E402
@@ -86,6 +86,23 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
         restored.load_checkpoint(tmp_path / "cut.bin")
     with pytest.raises(LumbarsegError, match="no such checkpoint"):
         restored.load_checkpoint(tmp_path / "missing.bin")
+    from lumbarseg.io import tensors
+
+    assert tensors.kind(tmp_path / "ck.bin") == "safetensors"  # never a format that runs code on load
+
+
+def test_checkpoint_of_an_earlier_version_still_loads(tmp_path):
+    """EDDL ``bin`` files (plain tensors) written before the safetensors format are still read."""
+    engine = EddlEngine(SPEC, threads=1)
+    engine.configure_training(OptimizerConfig(lr=0.01), LossConfig())
+    x, y = batch()
+    engine.train_step(x, y)
+    built = engine._reference_net()
+    engine._write_weights(built)
+    eddl.save(built.net, str(tmp_path / "old.bin"), "bin")
+    restored = EddlEngine(SPEC, threads=1, seed=7)
+    restored.load_checkpoint(tmp_path / "old.bin")
+    np.testing.assert_array_equal(restored.predict(x), engine.predict(x))
 
 
 def test_devices_this_build_lacks_give_clear_errors():

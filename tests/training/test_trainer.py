@@ -24,7 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def model_state(path):
-    return torch.load(str(path), weights_only=False)["model"]
+    from lumbarseg.io import tensors
+
+    return {k: torch.from_numpy(v) for k, v in tensors.load(path)["model"].items()}
 
 
 def assert_same_weights(a, b):
