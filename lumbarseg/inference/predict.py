@@ -37,6 +37,7 @@ DEFAULT_MODEL_NAME = "lumbarseg-spine-t2.onnx"
 # sagittal model. ``tta=True`` means "ap" only: a mirrored sagittal slice is still a plausible spine
 # facing the other way; an upside-down one is not, unless the model was trained with AugFlip.
 FLIP_AXES = {"ap": 3, "si": 2}
+FLIP_AUGMENTATIONS = {"ap": "AugMirror", "si": "AugFlip"}  # what training must have used for each flip
 DEFAULT_TTA = ("ap",)
 
 
@@ -129,6 +130,11 @@ class Predictor:
         self.runtime: Runtime = load_runtime(runtime, self.model_path, self.metadata, device, threads)
         self.runtime_name = runtime
         self.tta = tta_axes(tta)
+        untrained = [FLIP_AUGMENTATIONS[a] for a in self.tta
+                     if FLIP_AUGMENTATIONS[a] not in self.metadata.training_data.get("flips", [])]
+        if untrained:
+            raise LumbarsegError("--tta", f"{self.model_path.name} was not trained with {', '.join(untrained)}: its "
+                                          "flipped slices would show anatomy it never saw (leave out --tta)")
         self.postprocess = postprocess
         if batch_size < 1:
             raise LumbarsegError("--batch-size", f"must be >= 1, got {batch_size}")

@@ -295,13 +295,16 @@ def _base_metadata(ds: DeepHealthDataset, config: ExperimentConfig, spec: UNetSp
     return model_metadata.ModelMetadata(
         classes=classes, colors=colors, architecture=spec.to_dict(), spacing=list(_spacing(ds, config)),
         input_size=list(config.input_size), normalization=dict(ds.meta.get("normalization") or DEFAULT_NORMALIZATION),
-        training_data=_training_data(ds), engine=engine)
+        training_data=_training_data(ds, config), engine=engine)
 
 
-def _training_data(ds: DeepHealthDataset) -> Dict[str, Any]:
-    """The dataset's record in the model; ``slice_spacing`` (mm) is what ``predict`` assumes for PNG slices."""
+def _training_data(ds: DeepHealthDataset, config: ExperimentConfig) -> Dict[str, Any]:
+    """The dataset's record in the model; ``slice_spacing`` (mm) is what ``predict`` assumes for PNG slices,
+    ``flips`` the flips the model was trained with (``predict --tta`` uses only those)."""
+    names = {node.name for node in sized_augmentation(config, "training").walk()}
     record: Dict[str, Any] = {"dataset": ds.name, "description": ds.description,
-                              "slices": {split: len(ds.split.get(split, [])) for split in ("training", "validation")}}
+                              "slices": {split: len(ds.split.get(split, [])) for split in ("training", "validation")},
+                              "flips": sorted(names & {"AugMirror", "AugFlip"})}
     if ds.meta.get("slice_spacing"):
         record["slice_spacing"] = float(ds.meta["slice_spacing"])
     return record

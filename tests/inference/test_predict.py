@@ -67,11 +67,15 @@ def test_probabilities_and_info(model_1mm: Path) -> None:
     assert prediction.info["input_orientation"] == "LPS" and prediction.classes == CLASSES
 
 
-def test_tta_flips(model_1mm: Path) -> None:
+def test_tta_flips(model_1mm: Path, tmp_path: Path) -> None:
     image, expected = in_orientation(phantom_rip(), (2.0, 0.5, 0.7), "RAS")
+    flipped = threshold_model(tmp_path / "flips.onnx", tiny_metadata(
+        spacing=(0.5, 0.7), label_values=LABELS, training_data={"flips": ["AugFlip", "AugMirror"]}))
     for tta in (True, ["ap", "si"]):
-        prediction = lumbarseg.predict(image, model=model_1mm, tta=tta)
+        prediction = lumbarseg.predict(image, model=flipped, tta=tta)
         np.testing.assert_array_equal(prediction.class_indices(), expected)
+    with pytest.raises(LumbarsegError, match="not trained with AugMirror"):  # trained without flips
+        lumbarseg.predict(image, model=model_1mm, tta=True)
     assert tta_axes(True) == ("ap",) and tta_axes(False) == ()
     with pytest.raises(LumbarsegError, match="unknown flip"):
         tta_axes(["lr"])

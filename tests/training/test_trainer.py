@@ -133,6 +133,7 @@ def test_training_run_writes_logs_curves_checkpoints_and_best_onnx(dataset, tmp_
     assert meta.classes == CLASSES and meta.engine == "torch" and meta.input_size == [32, 32]
     assert meta.training_data["best_epoch"] == result.best_epoch
     assert meta.training_data["slice_spacing"] == 2.5  # predict assumes it for PNG slices
+    assert meta.training_data["flips"] == []  # configs/tiny.yml has no AugMirror/AugFlip: no --tta for it
     assert meta.spec.depth == 2 and meta.colors[1] == [255, 196, 0]
     saved = load_config(run / "config.yml")
     assert saved.classes == CLASSES and saved.epochs == 3
