@@ -303,6 +303,10 @@ def average_weights(engine: Any, comm: Any) -> None:
 
 def start(engine: str, device: Any, config: Any, training_slices: int) -> Tuple[Replica, Any]:
     """Detect the launcher, check the world and join it: (replica, this rank's device)."""
+    from lumbarseg.engines.base import ENGINES, get_engine
+
+    if engine not in ENGINES:
+        get_engine(engine)  # the unknown-engine error
     world = detect_world()
     if not world.distributed:
         return Replica(world), device

@@ -104,13 +104,13 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
     """Train a new run into ``out`` (missing or empty). ``init``: start from an ONNX model's weights."""
     out = Path(out)
     rundir.check_new_run_dir(out)  # on every rank, before rank 0 creates it
-    engine_cls = get_engine(engine)
     dev = parse_device(device)
     ds = _load_training_dataset(dataset)
     config = config.with_classes(ds.classes, source=ds.where)
     spec = config.spec()
     spec.check_input_size(config.input_size, source="input_size")
     replica, dev = distributed.start(engine, dev, config, len(ds.split["training"]))
+    engine_cls = get_engine(engine)
     if init is not None:
         net = _engine_from_onnx(engine_cls, Path(init), ds, spec, dev, config)
     else:
@@ -147,10 +147,10 @@ def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[Pa
     ds = _load_training_dataset(dataset if dataset is not None else run["dataset"])
     if list(ds.classes) != list(run["classes"]):
         raise LumbarsegError(ds.where, f"classes {ds.classes} disagree with the run's classes {run['classes']}")
-    engine_cls = get_engine(run["engine"])
     dev = parse_device(device if device is not None else run["device"])
     spec = config.spec()
     replica, dev = distributed.start(run["engine"], dev, config, len(ds.split["training"]))
+    engine_cls = get_engine(run["engine"])
     net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
     replica.prepare(net)
     net.configure_training(config.optimizer, config.loss)
