@@ -232,6 +232,20 @@ class TorchEngine(Engine):
         """The network's weights and BN statistics (what ONNX carries)."""
         return self.net.state_dict()
 
+    def get_weights(self) -> List[List[np.ndarray]]:
+        """Every floating-point tensor of the state dict (weights, BN statistics), one list each (MPI averaging)."""
+        return [[v.detach().cpu().numpy().copy()] for v in self.net.state_dict().values() if v.is_floating_point()]
+
+    def set_weights(self, weights: List[List[np.ndarray]]) -> None:
+        """The inverse of ``get_weights``."""
+        state = self.net.state_dict()
+        keys = [k for k, v in state.items() if v.is_floating_point()]
+        if len(keys) != len(weights):
+            raise LumbarsegError("weights", f"{len(weights)} tensors, the U-Net has {len(keys)}")
+        with torch.no_grad():
+            for key, (array,) in zip(keys, weights):
+                state[key].copy_(torch.from_numpy(np.asarray(array)).to(state[key].dtype))
+
     def save_checkpoint(self, path: Path) -> None:
         """Weights, optimiser and AMP scaler state, and the RNG states, in one atomic file."""
         state = {

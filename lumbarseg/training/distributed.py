@@ -236,9 +236,9 @@ class ShardedSource:
 class Replica:
     """This process's part in a run; with a world of one every method is a no-op (plain training)."""
 
-    def __init__(self, world: World = World(), comm: Optional[Communicator] = None, sync_every: int = 1,
+    def __init__(self, world: Optional[World] = None, comm: Optional[Communicator] = None, sync_every: int = 1,
                  average: bool = False) -> None:
-        self.world = world
+        self.world = world or World()
         self.comm = comm
         self.sync_every = sync_every
         self.average = average  # MPI parameter averaging (EDDL); torch.distributed syncs in backward

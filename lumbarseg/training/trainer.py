@@ -174,8 +174,9 @@ def _fresh_state() -> Dict[str, Any]:
 
 def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentConfig, ds: DeepHealthDataset,
          meta: model_metadata.ModelMetadata, state: Dict[str, Any], progress: bool,
-         replica: distributed.Replica = distributed.Replica()) -> TrainResult:
+         replica: Optional[distributed.Replica] = None) -> TrainResult:
     """The epochs; with several processes only rank 0 writes, and its state is every rank's (broadcast)."""
+    replica = replica or distributed.Replica()
     classes = list(config.classes or ())
     better = STOP_METRICS[config.early_stopping.metric]
     progress = progress and replica.is_main
@@ -220,8 +221,9 @@ def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentC
 
 
 def train_epoch(engine: Engine, source: BatchSource, config: ExperimentConfig, epoch: int, progress: bool = True,
-                replica: distributed.Replica = distributed.Replica()) -> Tuple[List[float], float]:
+                replica: Optional[distributed.Replica] = None) -> Tuple[List[float], float]:
     """One pass over the training split (0-based ``epoch``): the batch losses and the last learning rate."""
+    replica = replica or distributed.Replica()
     from tqdm import tqdm
 
     n_batches = source.num_batches("training")
