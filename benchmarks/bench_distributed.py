@@ -132,11 +132,13 @@ def main() -> int:
           f"{4 * bn_layers + 2} small all-reduces x {comm['small'] * 1e3:.3f} ms = {per_step * 1e3:.1f} ms "
           f"({100 * per_step / (two['epoch_s'] / steps):.1f}% of a 2-process step)")
     volume = 2 * (NODES - 1) / NODES * params * 4
-    print(f"projection, {NODES} nodes, ring all-reduce of {volume / 1e6:.2f} MB per step "
-          f"(compute per step here {compute:.2f} s):")
+    local = compute / NODES  # the global batch split over NODES ranks (one per node), compute ~ linear in batch
+    print(f"projection, {NODES} nodes x 1 rank: ring all-reduce moves {volume / 1e6:.2f} MB per step; compute per "
+          f"step ~ {local:.2f} s (this machine's {compute:.2f} s per global step / {NODES}; 1-process epoch "
+          f"incl. validation / steps), plus {4 * bn_layers + 2} latency-bound small all-reduces:")
     for gbit in LINKS_GBIT:
         seconds = volume * 8 / (gbit * 1e9)
-        print(f"  {gbit:>3} Gb/s: {seconds * 1e3:.2f} ms per step = {100 * seconds / compute:.2f}% of the compute")
+        print(f"  {gbit:>3} Gb/s: {seconds * 1e3:.2f} ms per step = {100 * seconds / local:.2f}% of the compute")
     return 0
 
 
