@@ -33,6 +33,12 @@ DEFAULT_PORT = 29500
 Batch = Tuple[np.ndarray, np.ndarray]
 
 
+class WorldError(LumbarsegError):
+    """A problem every rank finds alike (the launch, the dataset): only rank 0 prints it."""
+
+    main_only = True
+
+
 @dataclass(frozen=True)
 class World:
     """This process's place in the job. ``launcher`` is None for a plain single-process run."""
@@ -104,13 +110,13 @@ def check_world(world: World, engine: str, training_slices: int, batch_size: int
         return
     where = f"{world.launcher} world of {world.size} processes"
     if engine == "eddl" and world.launcher == "torchrun":
-        raise LumbarsegError(where, "--engine eddl trains data-parallel over MPI: launch it with mpirun or srun, "
+        raise WorldError(where, "--engine eddl trains data-parallel over MPI: launch it with mpirun or srun, "
                                     "not torchrun")
     if training_slices < world.size:
-        raise LumbarsegError(where, f"the training split has only {training_slices} slices: at most "
+        raise WorldError(where, f"the training split has only {training_slices} slices: at most "
                                     f"{training_slices} processes")
     if batch_size < world.size:
-        raise LumbarsegError(where, f"batch_size {batch_size} is the global batch: it needs at least one slice "
+        raise WorldError(where, f"batch_size {batch_size} is the global batch: it needs at least one slice "
                                     f"per process (batch_size >= {world.size})")
 
 
@@ -146,9 +152,9 @@ class MpiCommunicator(Communicator):
         try:
             from mpi4py import MPI
         except ImportError as exc:
-            raise LumbarsegError(f"{world.launcher} world of {world.size} processes",
-                                 f"{exc.name or 'mpi4py'} cannot be imported ({exc}); the EDDL engine needs "
-                                 "mpi4py and an MPI library: pip install 'lumbarseg[mpi]'") from None
+            raise WorldError(f"{world.launcher} world of {world.size} processes",
+                             f"{exc.name or 'mpi4py'} cannot be imported ({exc}); the EDDL engine needs "
+                             "mpi4py and an MPI library: pip install 'lumbarseg[mpi]'") from None
         self.mpi = MPI
         self.comm = MPI.COMM_WORLD
         if self.comm.Get_size() != world.size or self.comm.Get_rank() != world.rank:

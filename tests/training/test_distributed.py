@@ -112,6 +112,14 @@ def test_a_world_the_run_cannot_use_is_one_error_line(dataset, tmp_path, capsys,
     assert not (tmp_path / "run").exists()
 
 
+def test_the_other_ranks_exit_quietly_on_a_world_error(dataset, tmp_path, capsys, monkeypatch):
+    """The line comes once, from rank 0: rank 1 finds the same problem and exits 2 without printing it."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(_train_args(dataset, tmp_path / "run", "--batch-size", "1")) == 2
+    assert capsys.readouterr().err == ""
+
+
 def test_eddl_under_mpi_without_mpi4py_is_one_error_line(dataset, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
