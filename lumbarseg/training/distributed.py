@@ -14,7 +14,8 @@ the EDDL engine with one net per rank whose parameters (BatchNorm statistics inc
 Sharding. ``batch_size`` is the global batch: every rank draws the same seeded shuffle of the training split,
 cuts it into the same global batches and takes its own contiguous part of each (sizes differ by at most one),
 so the data of a step and the learning rate are those of one process with the same config. No slice is
-dropped or repeated: a last batch smaller than the world size joins the batch before it. Validation is
+dropped or repeated: a last batch smaller than the world size joins the batch before it (the EDDL engine
+takes whole batches only: see :class:`ShardedSource`). Validation is
 sharded the same way and its Dice counts summed over the ranks, which gives the single-process Dice exactly.
 Only rank 0 writes the run folder; the epoch's record and stop decision are broadcast from rank 0.
 """
@@ -118,6 +119,10 @@ def check_world(world: World, engine: str, training_slices: int, batch_size: int
     if batch_size < world.size:
         raise WorldError(where, f"batch_size {batch_size} is the global batch: it needs at least one slice "
                                     f"per process (batch_size >= {world.size})")
+    if engine == "eddl" and (batch_size % world.size or training_slices < batch_size):
+        raise WorldError(where, f"the EDDL engine trains on equal parts of whole batches: batch_size "
+                                f"({batch_size}) must be a multiple of {world.size} and at most the "
+                                f"{training_slices} training slices")
 
 
 # --- communication ----------------------------------------------------------------------------
@@ -213,15 +218,20 @@ def my_part(positions: Sequence[int], world: World) -> List[int]:
 
 class ShardedSource:
     """A trainer ``BatchSource`` over ``SliceLoader`` s: this rank's part of every global training batch,
-    and its contiguous part of the validation split in batches of ``batch_size``."""
+    and its contiguous part of the validation split in batches of ``batch_size``. ``whole_batches``
+    (EDDL, whose training net cannot step on a batch smaller than its first): full global batches only,
+    in equal parts; the epoch's last partial batch is left out, as ECVL's DLDataset does in one process."""
 
-    def __init__(self, loaders: Dict[str, Any], world: World) -> None:
+    def __init__(self, loaders: Dict[str, Any], world: World, whole_batches: bool = False) -> None:
         self.loaders = loaders
         self.world = world
+        self.whole_batches = whole_batches
 
     def _plan(self, split: str) -> List[List[int]]:
         loader = self.loaders[split]
         if split == "training":
+            if self.whole_batches:
+                return [my_part(b, self.world) for b in loader.batches() if len(b) == loader.batch_size]
             return [my_part(b, self.world) for b in global_batches(loader.batches(), self.world.size)]
         mine = my_part(loader.order(), self.world)
         size = loader.batch_size

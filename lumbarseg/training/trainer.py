@@ -300,7 +300,8 @@ def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: 
 def _batch_source(engine_cls: Any, ds: DeepHealthDataset, config: ExperimentConfig,
                   factory: Optional[BatchSourceFactory], replica: distributed.Replica) -> BatchSource:
     if replica.distributed:  # the portable loader, sharded (see distributed.py)
-        return distributed.ShardedSource(SliceLoaderSource(ds, config).loaders, replica.world)  # type: ignore
+        return distributed.ShardedSource(SliceLoaderSource(ds, config).loaders, replica.world,  # type: ignore
+                                         whole_batches=replica.average)
     if factory is not None:
         return factory(ds, config)
     native = getattr(engine_cls, "batch_source", None)

@@ -102,6 +102,7 @@ def test_sharding_covers_every_slice_once_per_epoch():
     ({"RANK": "0", "WORLD_SIZE": "7"}, "torch", "the training split has only 6 slices: at most 6 processes"),
     ({"RANK": "0", "WORLD_SIZE": "2"}, "eddl", "launch it with mpirun or srun, not torchrun"),
     ({"RANK": "0", "WORLD_SIZE": "5", "LOCAL_RANK": "0"}, "torch", "batch_size 4 is the global batch"),
+    ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "3"}, "eddl", "must be a multiple of 3"),
 ])
 def test_a_world_the_run_cannot_use_is_one_error_line(dataset, tmp_path, capsys, monkeypatch, env, engine, problem):
     for name, value in env.items():
