@@ -62,8 +62,9 @@ class TorchCommunicator(Communicator):
         dist.barrier(group=self.group)
 
     def close(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        """Nothing: the group ends with the process. ``destroy_process_group`` can deadlock (seen with torch
+        2.13): gloo's destructor joins its work thread while holding the GIL that the thread needs to release
+        the tensors of the last collective."""
 
 
 def global_sum(tensor: torch.Tensor) -> torch.Tensor:

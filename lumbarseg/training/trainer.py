@@ -214,7 +214,6 @@ def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentC
                   file=sys.stderr)
     if state["history"] and replica.is_main:  # also after a kill between the last checkpoint and its logs
         write_logs(run_dir, state["history"], classes, state["best_epoch"])
-    replica.barrier()
     replica.close()
     return TrainResult(run_dir, state["epoch"], state["best_epoch"], max(state["best_dice"], 0.0),
                        state["stopped_early"])
