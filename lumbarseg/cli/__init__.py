@@ -38,8 +38,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             set_limits(args.max_voxels, args.max_slice_pixels)
         return int(args.func(args) or 0)
     except LumbarsegError as exc:
-        print(f"lumbarseg: error: {exc}", file=sys.stderr)
+        if not getattr(exc, "main_only", False) or _is_main_rank():
+            print(f"lumbarseg: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lumbarseg: interrupted", file=sys.stderr)
         return 130
+
+
+def _is_main_rank() -> bool:
+    """Rank 0 of a multi-process launch (or a plain process); see lumbarseg.training.distributed."""
+    from lumbarseg.training.distributed import detect_world
+
+    try:
+        return detect_world().is_main
+    except LumbarsegError:
+        return True

@@ -48,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lumbarseg.config import load_config
+    from lumbarseg.training.distributed import detect_world
     from lumbarseg.training.trainer import resume, train
 
     given: Dict[str, Any] = {flag: getattr(args, flag) for flag in OVERRIDES if getattr(args, flag) is not None}
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, {OVERRIDES[flag]: value for flag, value in given.items()})
         result = train(args.dataset, config, args.out, engine=args.engine, device=args.device or "cpu",
                        init=args.init, progress=not args.no_progress, spacing=_spacing(args.spacing))
+    if not detect_world().is_main:
+        return 0  # rank 0 reports
     best = f"best epoch {result.best_epoch} (validation mean Dice {result.best_dice:.3f})" \
         if result.best_epoch else "no epoch finished"
     print(f"{result.run_dir}: {result.epochs_done} epochs, {best}"

@@ -78,7 +78,10 @@ class SliceLoader:
         return [order[number * size:(number + 1) * size] for number in range(len(self))]
 
     def __iter__(self) -> Iterator[Batch]:
-        batches = self.batches()
+        return self.iterate(self.batches())
+
+    def iterate(self, batches: List[List[int]]) -> Iterator[Batch]:
+        """Load these batches of split positions (this epoch's augmentation), prefetched by the workers."""
         epoch = self.epoch
         if self.workers == 0:
             for positions in batches:

@@ -19,7 +19,7 @@ import random
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -102,13 +102,19 @@ class _Exported(nn.Module):
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, loss: LossConfig,
-                      class_weights: Optional[torch.Tensor]) -> torch.Tensor:
+                      class_weights: Optional[torch.Tensor],
+                      reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     """``ce_weight`` * cross-entropy + ``dice_weight`` * (1 - soft Dice averaged over foreground classes).
 
     Dice is pooled over the batch and pixels per class, so a class absent from one slice does not
-    dominate the loss; computed in float32 even under autocast.
+    dominate the loss; computed in float32 even under autocast. ``reduce`` (distributed training) sums
+    the loss's per-class sums over the ranks, making it the loss of the global batch.
     """
     logits = logits.float()
+    if reduce is not None:
+        from lumbarseg.engines.torch_distributed import global_loss
+
+        return global_loss(logits, labels, loss, class_weights, reduce)
     total = logits.new_zeros(())
     if loss.ce_weight:
         total = total + loss.ce_weight * F.cross_entropy(logits, labels, weight=class_weights)
@@ -167,6 +173,13 @@ class TorchEngine(Engine):
         self.loss_config = LossConfig()
         self.class_weights: Optional[torch.Tensor] = None
         self.scaler = _grad_scaler(self.amp)
+        self.loss_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # set by distribute()
+
+    def distribute(self) -> None:
+        """Train as one rank of the initialised process group (``lumbarseg.engines.torch_distributed``)."""
+        from lumbarseg.engines.torch_distributed import data_parallel
+
+        self.model, self.loss_reduce = data_parallel(self.net, self.torch_device)
 
     # training ---------------------------------------------------------------------------------
     def configure_training(self, optimizer: OptimizerConfig, loss: LossConfig) -> None:
@@ -187,7 +200,7 @@ class TorchEngine(Engine):
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", enabled=self.amp) if self.amp else nullcontext():
             logits = self.model(x)
-        loss = segmentation_loss(logits, y, self.loss_config, self.class_weights)
+        loss = segmentation_loss(logits, y, self.loss_config, self.class_weights, self.loss_reduce)
         if self.amp:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -199,9 +212,10 @@ class TorchEngine(Engine):
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.torch_device)
-        self.model.eval()
+        model = self.model if self.loss_reduce is None else self.net  # DDP's forward would wait for the others
+        model.eval()
         with torch.no_grad(), torch.autocast("cuda", enabled=self.amp) if self.amp else nullcontext():
-            logits = self.model(x)
+            logits = model(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def set_learning_rate(self, lr: float) -> None:
@@ -214,6 +228,20 @@ class TorchEngine(Engine):
     def state_dict(self) -> Dict[str, torch.Tensor]:
         """The network's weights and BN statistics (what ONNX carries)."""
         return self.net.state_dict()
+
+    def get_weights(self) -> List[List[np.ndarray]]:
+        """Every floating-point tensor of the state dict (weights, BN statistics), one list each (MPI averaging)."""
+        return [[v.detach().cpu().numpy().copy()] for v in self.net.state_dict().values() if v.is_floating_point()]
+
+    def set_weights(self, weights: List[List[np.ndarray]]) -> None:
+        """The inverse of ``get_weights``."""
+        state = self.net.state_dict()
+        keys = [k for k, v in state.items() if v.is_floating_point()]
+        if len(keys) != len(weights):
+            raise LumbarsegError("weights", f"{len(weights)} tensors, the U-Net has {len(keys)}")
+        with torch.no_grad():
+            for key, (array,) in zip(keys, weights):
+                state[key].copy_(torch.from_numpy(np.asarray(array)).to(state[key].dtype))
 
     def save_checkpoint(self, path: Path) -> None:
         """Weights, optimiser and AMP scaler state, and the RNG states, in one atomic safetensors file."""

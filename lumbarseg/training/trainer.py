@@ -11,13 +11,14 @@ mean over the foreground classes; the best epoch is the one with the highest mea
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from lumbarseg.io.intensity import DEFAULT_NORMALIZATION
 from lumbarseg.io.slices import read_grey
 from lumbarseg.model import metadata as model_metadata
 from lumbarseg.networks.unet import UNetSpec
-from lumbarseg.training import rundir
+from lumbarseg.training import distributed, rundir
 from lumbarseg.training.logs import write_logs
 
 Batch = Tuple[np.ndarray, np.ndarray]
@@ -91,8 +92,7 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
     and the config's (which is then derived from it and saved with the run).
     """
     out = Path(out)
-    rundir.check_new_run_dir(out)
-    engine_cls = get_engine(engine)
+    rundir.check_new_run_dir(out)  # on every rank, before rank 0 creates it
     dev = parse_device(device)
     ds = _load_training_dataset(dataset)
     config = config.with_classes(ds.classes, source=ds.where)
@@ -100,26 +100,32 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
         config = replace(config, spacing=tuple(_scaled_spacing(ds, spacing, config)))
     spec = config.spec()
     spec.check_input_size(config.input_size, source="input_size")
+    replica, dev = distributed.start(engine, dev, config, len(ds.split["training"]))
+    engine_cls = get_engine(engine)
     if init is not None:
         net = _engine_from_onnx(engine_cls, Path(init), ds, spec, dev, config)
     else:
         net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
+    replica.prepare(net)
     net.configure_training(config.optimizer, config.loss)
-    source = _batch_source(engine_cls, ds, config, batch_source)
+    source = _batch_source(engine_cls, ds, config, batch_source, replica)
     meta = _base_metadata(ds, config, spec, engine)
     existed = out.is_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    with rundir.locked(out):
-        rundir.check_new_run_dir(out)  # again under the lock: another training may have started meanwhile
-        write_text(out / rundir.CONFIG_FILE, config.to_yaml())
-        rundir.write_json(out / rundir.RUN_FILE, {
-            "dataset": str(Path(dataset).resolve()), "engine": engine, "device": str(dev), "classes": ds.classes,
-            "architecture": spec.to_dict(), "init": str(Path(init).resolve()) if init else None,
-            "metadata": asdict(meta)})
+    replica.barrier()
+    if replica.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out, replica):
+        if replica.is_main:
+            rundir.check_new_run_dir(out)  # again under the lock: another training may have started meanwhile
+            write_text(out / rundir.CONFIG_FILE, config.to_yaml())
+            rundir.write_json(out / rundir.RUN_FILE, {
+                "dataset": str(Path(dataset).resolve()), "engine": engine, "device": str(dev), "classes": ds.classes,
+                "architecture": spec.to_dict(), "init": str(Path(init).resolve()) if init else None,
+                "metadata": asdict(meta)})
         try:
-            return _fit(out, net, source, config, ds, meta, _fresh_state(), progress)
+            return _fit(out, net, source, config, ds, meta, _fresh_state(), progress, replica)
         except LumbarsegError:
-            if rundir.latest_checkpoint(out) is None:  # bad input found in the first epoch: leave no run behind
+            if replica.is_main and rundir.latest_checkpoint(out) is None:  # bad input in the first epoch: no run
                 shutil.rmtree(out, ignore_errors=True)
                 if existed:
                     out.mkdir()
@@ -135,20 +141,27 @@ def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[Pa
     ds = _load_training_dataset(dataset if dataset is not None else run["dataset"])
     if list(ds.classes) != list(run["classes"]):
         raise LumbarsegError(ds.where, f"classes {ds.classes} disagree with the run's classes {run['classes']}")
-    engine_cls = get_engine(run["engine"])
     dev = parse_device(device if device is not None else run["device"])
     spec = config.spec()
+    replica, dev = distributed.start(run["engine"], dev, config, len(ds.split["training"]))
+    engine_cls = get_engine(run["engine"])
     net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
+    replica.prepare(net)
     net.configure_training(config.optimizer, config.loss)
     state = _fresh_state()
-    with rundir.locked(run_dir):
+    with _run_lock(run_dir, replica):
         latest = rundir.latest_checkpoint(run_dir)
         if latest is not None:
             net.load_checkpoint(latest[1] / rundir.ENGINE_CHECKPOINT)
             state = rundir.load_state(latest[1])
-        source = _batch_source(engine_cls, ds, config, batch_source)
+        source = _batch_source(engine_cls, ds, config, batch_source, replica)
         meta = model_metadata.ModelMetadata(**run["metadata"])
-        return _fit(run_dir, net, source, config, ds, meta, state, progress)
+        return _fit(run_dir, net, source, config, ds, meta, state, progress, replica)
+
+
+def _run_lock(run_dir: Path, replica: Any) -> ContextManager[Any]:
+    """The run folder's lock, held by rank 0 (the only writer); other ranks follow it."""
+    return rundir.locked(run_dir) if replica.is_main else contextlib.nullcontext()
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -160,23 +173,28 @@ def _fresh_state() -> Dict[str, Any]:
 
 
 def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentConfig, ds: DeepHealthDataset,
-         meta: model_metadata.ModelMetadata, state: Dict[str, Any], progress: bool) -> TrainResult:
+         meta: model_metadata.ModelMetadata, state: Dict[str, Any], progress: bool,
+         replica: Optional[distributed.Replica] = None) -> TrainResult:
+    """The epochs; with several processes only rank 0 writes, and its state is every rank's (broadcast)."""
+    replica = replica or distributed.Replica()
     classes = list(config.classes or ())
     better = STOP_METRICS[config.early_stopping.metric]
+    progress = progress and replica.is_main
     while state["epoch"] < config.epochs and not state["stopped_early"]:
         epoch = state["epoch"]
         started = time.perf_counter()
-        losses, lr = train_epoch(engine, source, config, epoch, progress)
-        dice = validate(engine, source.batches("validation", epoch), len(classes))
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)),
+        losses, lr = train_epoch(engine, source, config, epoch, progress, replica)
+        dice = validate(engine, source.batches("validation", epoch), len(classes), replica.sum)
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": replica.mean_loss(losses),
                   "dice": {name: dice[i] for i, name in enumerate(classes) if i > 0},
                   "mean_dice": float(np.mean(dice[1:])), "seconds": time.perf_counter() - started}
         state["history"].append(record)
         state["epoch"] = epoch + 1
         if record["mean_dice"] > state["best_dice"]:
             state["best_dice"], state["best_epoch"] = record["mean_dice"], epoch + 1
-            engine.save_checkpoint(run_dir / rundir.BEST_CHECKPOINT)
-            export_model(engine, run_dir / rundir.BEST_ONNX, _with_training_record(meta, ds, config, state))
+            if replica.is_main:
+                engine.save_checkpoint(run_dir / rundir.BEST_CHECKPOINT)
+                export_model(engine, run_dir / rundir.BEST_ONNX, _with_training_record(meta, ds, config, state))
         value, previous = record[config.early_stopping.metric], state["stop_best"]
         if previous is None or (value > previous if better == "max" else value < previous):
             state["stop_best"], state["stale_epochs"] = value, 0
@@ -184,23 +202,27 @@ def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentC
             state["stale_epochs"] += 1
         patience = config.early_stopping.patience
         state["stopped_early"] = bool(patience and state["stale_epochs"] >= patience and state["epoch"] < config.epochs)
-        rundir.save_checkpoint(run_dir, epoch + 1, engine, state)
-        if state["epoch"] < config.epochs and not state["stopped_early"]:
-            write_logs(run_dir, state["history"], classes, state["best_epoch"])
+        if replica.is_main:
+            rundir.save_checkpoint(run_dir, epoch + 1, engine, state)
+            if state["epoch"] < config.epochs and not state["stopped_early"]:
+                write_logs(run_dir, state["history"], classes, state["best_epoch"])
+        state = replica.agree(state)  # after rank 0's checkpoint: the others wait here for it
         if progress:
             per_class = ", ".join(f"{name} {value:.3f}" for name, value in record["dice"].items())
             print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, validation mean Dice "
                   f"{record['mean_dice']:.3f} ({per_class})" + (", stopping early" if state["stopped_early"] else ""),
                   file=sys.stderr)
-    if state["history"]:  # also after a kill between the last checkpoint and its logs
+    if state["history"] and replica.is_main:  # also after a kill between the last checkpoint and its logs
         write_logs(run_dir, state["history"], classes, state["best_epoch"])
+    replica.close()
     return TrainResult(run_dir, state["epoch"], state["best_epoch"], max(state["best_dice"], 0.0),
                        state["stopped_early"])
 
 
-def train_epoch(engine: Engine, source: BatchSource, config: ExperimentConfig, epoch: int,
-                progress: bool = True) -> Tuple[List[float], float]:
+def train_epoch(engine: Engine, source: BatchSource, config: ExperimentConfig, epoch: int, progress: bool = True,
+                replica: Optional[distributed.Replica] = None) -> Tuple[List[float], float]:
     """One pass over the training split (0-based ``epoch``): the batch losses and the last learning rate."""
+    replica = replica or distributed.Replica()
     from tqdm import tqdm
 
     n_batches = source.num_batches("training")
@@ -217,14 +239,17 @@ def train_epoch(engine: Engine, source: BatchSource, config: ExperimentConfig, e
         if not math.isfinite(loss):
             raise LumbarsegError("training", f"the loss became {loss} in epoch {epoch + 1} (try a lower optimizer.lr)")
         losses.append(loss)
+        replica.after_step(engine, step, n_batches)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
     bar.close()
     return losses, lr
 
 
-def validate(engine: Engine, batches: Iterable[Batch], num_classes: int) -> List[float]:
-    """Dice per class (index 0 = background), pooled over every voxel of the batches."""
+def validate(engine: Engine, batches: Iterable[Batch], num_classes: int,
+             reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> List[float]:
+    """Dice per class (index 0 = background), pooled over every voxel of the batches (and, with ``reduce``,
+    summed over the ranks' shares of the split)."""
     overlap = np.zeros(num_classes)
     predicted = np.zeros(num_classes)
     truth = np.zeros(num_classes)
@@ -235,6 +260,8 @@ def validate(engine: Engine, batches: Iterable[Batch], num_classes: int) -> List
             overlap[c] += np.count_nonzero(p & t)
             predicted[c] += np.count_nonzero(p)
             truth[c] += np.count_nonzero(t)
+    if reduce is not None:
+        overlap, predicted, truth = reduce(np.stack([overlap, predicted, truth]))
     total = predicted + truth
     return [float(2 * o / s) if s else 1.0 for o, s in zip(overlap, total)]
 
@@ -270,7 +297,10 @@ def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: 
 
 
 def _batch_source(engine_cls: Any, ds: DeepHealthDataset, config: ExperimentConfig,
-                  factory: Optional[BatchSourceFactory]) -> BatchSource:
+                  factory: Optional[BatchSourceFactory], replica: distributed.Replica) -> BatchSource:
+    if replica.distributed:  # the portable loader, sharded (see distributed.py)
+        return distributed.ShardedSource(SliceLoaderSource(ds, config).loaders, replica.world,  # type: ignore
+                                         whole_batches=replica.average)
     if factory is not None:
         return factory(ds, config)
     native = getattr(engine_cls, "batch_source", None)

@@ -1,0 +1,146 @@
+"""Data-parallel training on one machine: 1 process x 2 threads vs 2 processes x 1 thread (torchrun, gloo).
+
+One epoch (training and validation; configs/unet_spider.yml) on the SPIDER training split in both set-ups,
+as a ratio, then the communication of a 2-process step measured alone: the all-reduce of the U-Net's
+gradients (DDP's bucket, all parameters) and the small all-reduces of the global-batch BatchNorm and loss
+(4 per BN layer and 2 for the loss per step). Ends with a projection to 4 nodes: ring all-reduce moves
+2 (N - 1) / N x the gradient bytes per step, on 10 Gb/s and 100 Gb/s links, against the compute per step.
+Skipped when the shared SPIDER export is absent.
+
+    python3 benchmarks/bench_distributed.py [--slices N] [--config configs/unet_spider.yml]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SPIDER = REPO.parent / "shared" / "data" / "spider-t2space-png"
+DATASET = REPO / "build" / "spider" / "spider.yml"
+NODES = 4
+LINKS_GBIT = (10, 100)
+
+
+def _env(threads: int) -> Dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID"):
+        env.pop(name, None)
+    return env
+
+
+def _dataset(limit: int) -> Path:
+    """build/spider/spider.yml (made as `make model` makes it), or a copy whose training split is cut to ``limit``."""
+    if not DATASET.is_file():
+        subprocess.run([sys.executable, "-m", "lumbarseg", "dataset", "from-slices", str(SPIDER / "images"),
+                        str(SPIDER / "masks"), "--label-map", "spider-png", "--spacing", "0.47,0.47,0.9",
+                        "--split", "0.8,0.1,0.1", "--seed", "0", "-o", str(DATASET)], check=True, env=_env(2))
+    if not limit:
+        return DATASET
+    from lumbarseg.data.deephealth_yaml import load_dataset, write_dataset
+
+    ds = load_dataset(DATASET)
+    ds.split["training"] = ds.split["training"][:limit]
+    ds.split["validation"] = ds.split["validation"][:max(limit // 8, 1)]
+    out = DATASET.parent / f"spider-train{limit}.yml"  # beside it: slice paths are relative to the YAML
+    write_dataset(ds, out)
+    return out
+
+
+def _epoch(command: List[str], threads: int, out: Path) -> Dict[str, float]:
+    started = time.perf_counter()
+    subprocess.run(command + ["--threads", str(threads), "--out", str(out)], check=True, env=_env(threads),
+                   stdout=subprocess.DEVNULL)
+    with open(out / "log.csv", newline="") as handle:
+        epoch = float(next(csv.DictReader(handle))["seconds"])
+    return {"epoch_s": epoch, "wall_s": time.perf_counter() - started}
+
+
+def _collectives(numel: int, small: int) -> None:
+    """Under torchrun: mean seconds of an all-reduce of ``numel`` float32 and of ``small`` float32 (gloo)."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    result = {}
+    for name, size, reps in (("gradients", numel, 20), ("small", small, 200)):
+        tensor = torch.randn(size)
+        dist.all_reduce(tensor)
+        dist.barrier()
+        started = time.perf_counter()
+        for _ in range(reps):
+            dist.all_reduce(tensor)
+        result[name] = (time.perf_counter() - started) / reps
+    if dist.get_rank() == 0:
+        print(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=0, help="cut the training split to N slices (0: all)")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "unet_spider.yml")
+    parser.add_argument("--collectives", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.collectives:
+        _collectives(*args.collectives)
+        return 0
+    if not (SPIDER / "images").is_dir():
+        print(f"skipped: the SPIDER export is not at {SPIDER}")
+        return 0
+    from lumbarseg.config import load_config
+    from lumbarseg.engines.torch_engine import UNet
+    from lumbarseg.networks.unet import UNetSpec
+
+    config = load_config(args.config)
+    spec = UNetSpec(num_classes=4, **{k: v for k, v in config.to_dict()["model"].items()})
+    net = UNet(spec)
+    params = sum(p.numel() for p in net.parameters())
+    bn_layers = sum(1 for m in net.modules() if type(m).__name__ == "BatchNorm2d")
+    with tempfile.TemporaryDirectory(prefix="lumbarseg-bench-dist-") as folder:
+        tmp = Path(folder)
+        data = _dataset(args.slices)
+        from lumbarseg.data.deephealth_yaml import load_dataset
+
+        n_train = len(load_dataset(data).split["training"])
+        steps = -(-n_train // config.batch_size)
+        train = ["-m", "lumbarseg", "train", "--dataset", str(data), "--config", str(args.config), "--epochs", "1",
+                 "--no-progress"]
+        one = _epoch([sys.executable] + train, 2, tmp / "one")
+        port = str(29500 + os.getpid() % 1000)
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port]
+        two = _epoch(torchrun + train[1:], 1, tmp / "two")
+        done = subprocess.run(torchrun + [__file__, "--collectives", str(params), str(64)], check=True,
+                              env=_env(1), capture_output=True, text=True)
+        comm = json.loads(done.stdout.strip().splitlines()[-1])
+    per_step = comm["gradients"] + (4 * bn_layers + 2) * comm["small"]
+    compute = one["epoch_s"] / steps
+    print(f"training split: {n_train} slices, global batch {config.batch_size}, {steps} steps; U-Net "
+          f"{params:,} parameters ({params * 4 / 1e6:.2f} MB float32), {bn_layers} BatchNorm layers")
+    print(f"one epoch, 1 process x 2 threads:  {one['epoch_s']:.1f} s (wall {one['wall_s']:.1f} s)")
+    print(f"one epoch, 2 processes x 1 thread: {two['epoch_s']:.1f} s (wall {two['wall_s']:.1f} s)")
+    print(f"ratio (2x1 / 1x2): {two['epoch_s'] / one['epoch_s']:.2f}")
+    print(f"communication per 2-process step (gloo, this machine): gradients {comm['gradients'] * 1e3:.2f} ms + "
+          f"{4 * bn_layers + 2} small all-reduces x {comm['small'] * 1e3:.3f} ms = {per_step * 1e3:.1f} ms "
+          f"({100 * per_step / (two['epoch_s'] / steps):.1f}% of a 2-process step)")
+    volume = 2 * (NODES - 1) / NODES * params * 4
+    local = compute / NODES  # the global batch split over NODES ranks (one per node), compute ~ linear in batch
+    print(f"projection, {NODES} nodes x 1 rank: ring all-reduce moves {volume / 1e6:.2f} MB per step; compute per "
+          f"step ~ {local:.2f} s (this machine's {compute:.2f} s per global step / {NODES}; 1-process epoch "
+          f"incl. validation / steps), plus {4 * bn_layers + 2} latency-bound small all-reduces:")
+    for gbit in LINKS_GBIT:
+        seconds = volume * 8 / (gbit * 1e9)
+        print(f"  {gbit:>3} Gb/s: {seconds * 1e3:.2f} ms per step = {100 * seconds / local:.2f}% of the compute")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
