@@ -23,8 +23,8 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from lumbarseg.engines.base import DICE_SMOOTH, LossConfig
+from lumbarseg.engines.collectives import Communicator, World
 from lumbarseg.errors import LumbarsegError
-from lumbarseg.training.distributed import Communicator, World
 
 
 class TorchCommunicator(Communicator):

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lumbarseg.engines.collectives import DEFAULT_PORT, Communicator, World
 from lumbarseg.errors import LumbarsegError
 
-DEFAULT_PORT = 29500
 Batch = Tuple[np.ndarray, np.ndarray]
 
 
@@ -38,26 +37,6 @@ class WorldError(LumbarsegError):
     """A problem every rank finds alike (the launch, the dataset): only rank 0 prints it."""
 
     main_only = True
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place in the job. ``launcher`` is None for a plain single-process run."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    launcher: Optional[str] = None  # torchrun | mpi | slurm
-    master_addr: str = "127.0.0.1"
-    master_port: int = DEFAULT_PORT
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
 
 
 def detect_world(env: Optional[Mapping[str, str]] = None) -> World:
@@ -126,27 +105,6 @@ def check_world(world: World, engine: str, training_slices: int, batch_size: int
 
 
 # --- communication ----------------------------------------------------------------------------
-
-
-class Communicator:
-    """The collectives the loop needs, on numpy arrays and small picklable objects."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-
-    def allreduce(self, array: np.ndarray) -> np.ndarray:
-        """Element-wise sum over the ranks (float64 or int64 in and out)."""
-        raise NotImplementedError
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
-        raise NotImplementedError
-
-    def barrier(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Leave the job's collectives (after the last one)."""
 
 
 class MpiCommunicator(Communicator):
