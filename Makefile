@@ -54,7 +54,7 @@ demo: install
 	$(PYTHON) -m lumbarseg predict -i $(SAMPLE).nii.gz -o build/demo/spider161_seg.nii.gz --overlay --measure --overwrite
 	$(PYTHON) -m lumbarseg evaluate --pred build/demo/spider161_seg.nii.gz --gt $(SAMPLE)_labels.nii.gz \
 		--label-map spider-png --pred-label-map lumbarseg --images $(SAMPLE).nii.gz -o build/demo/report --overwrite
-	@echo "demo outputs: build/demo/ (mask, overlay PNG, volumes CSV/JSON) and build/demo/report/"
+	@echo "demo outputs: build/demo/ (mask, overlay PNG, volumes CSV/JSON, spine report and levels) and build/demo/report/"
 
 # Reproduce the shipped model from the SPIDER PNG export: dataset, training, export, test-split report.
 model: install
