@@ -338,26 +338,25 @@ def _grad_scaler(enabled: bool):
     return torch.cuda.amp.GradScaler(enabled=enabled)  # torch < 2.3
 
 
+def _map_leaves(value: Any, leaf: type, convert: Callable[[Any], Any]) -> Any:
+    """``value`` with every ``leaf`` instance inside its dicts, lists and tuples replaced by ``convert(leaf)``."""
+    if isinstance(value, leaf):
+        return convert(value)
+    if isinstance(value, dict):
+        return {k: _map_leaves(v, leaf, convert) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_leaves(v, leaf, convert) for v in value)
+    return value
+
+
 def _to_numpy(value: Any) -> Any:
     """Tensors as numpy arrays, recursively (the checkpoint stores numpy)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    if isinstance(value, dict):
-        return {k: _to_numpy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_numpy(v) for v in value)
-    return value
+    return _map_leaves(value, torch.Tensor, lambda t: t.detach().cpu().numpy())
 
 
 def _to_torch(value: Any) -> Any:
     """numpy arrays as tensors, recursively."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value.copy())
-    if isinstance(value, dict):
-        return {k: _to_torch(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_torch(v) for v in value)
-    return value
+    return _map_leaves(value, np.ndarray, lambda a: torch.from_numpy(a.copy()))
 
 
 def _read_checkpoint(path: Path) -> Any:
