@@ -15,34 +15,27 @@ from lumbarseg.analysis.measurements import Thresholds
 from lumbarseg.analysis.report import csv_text, output_names, rows, write_case
 from lumbarseg.analysis.spine import SpineReport, analyse, measure_mask
 from lumbarseg.errors import LumbarsegError
-from lumbarseg.io.atomic import write_text
+from lumbarseg.io.atomic import exists_error, write_text
 from lumbarseg.io.cases import Case, find_cases
+from lumbarseg.io.paths import check_not_input
 from lumbarseg.labels import LabelMap
 
 PathLike = Union[str, Path]
 BATCH_CSV = "spine.csv"
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def _check_outputs(cases: Sequence[Case], mask: Path, out_dir: Path, overwrite: bool) -> None:
+def _check_outputs(cases: Sequence[Case], inputs: Sequence[Tuple[str, Optional[Path]]], out_dir: Path,
+                   overwrite: bool) -> None:
+    """Before any work: the output folder is no input (:func:`lumbarseg.io.paths.check_not_input`), and no
+    case's output exists unless ``overwrite``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise LumbarsegError(out_dir, "output must be a folder")
-    for case in cases:
-        if _inside(out_dir, case.path) and case.path.is_dir() or out_dir.resolve() == case.path.resolve():
-            raise LumbarsegError(out_dir, f"output folder would write into the input {case.path}")
-        if not overwrite:
+    check_not_input(out_dir, [*inputs, *(("", case.path) for case in cases)])
+    if not overwrite:
+        for case in cases:
             for name in output_names(case.name).values():
                 if (out_dir / name).exists():
-                    raise LumbarsegError(out_dir / name, "output exists (use --overwrite)")
-    if mask.is_dir() and _inside(out_dir, mask):
-        raise LumbarsegError(out_dir, f"output folder is inside the input folder {mask}")
+                    raise exists_error(out_dir / name)
 
 
 def _image_for(case: Case, images: List[Case], single: bool) -> Optional[Case]:
@@ -66,7 +59,8 @@ def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelM
     label_map = label_map if isinstance(label_map, LabelMap) else LabelMap.load(label_map)
     cases = find_cases(mask)
     images = find_cases(image) if image is not None else []
-    _check_outputs(cases, mask, out_dir, overwrite)
+    _check_outputs(cases, [("-i", mask), ("--image", Path(image) if image is not None else None)], out_dir,
+                   overwrite)
     single = len(cases) == 1
     reports: List[SpineReport] = []
     failed: List[str] = []
