@@ -14,11 +14,10 @@ from lumbarseg.errors import LumbarsegError
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """A model that ships with lumbarseg: its name, file, card and training recipe."""
+    """A model that ships with lumbarseg (its recipe: the Makefile's ``make model MODEL=<name>``)."""
 
     name: str
     file: str  # file name in models/ (source tree) or lumbarseg/resources/ (installed)
-    config: str  # the recipe: `make model MODEL=<name>` trains with it
     purpose: str
 
     @property
@@ -27,13 +26,12 @@ class ShippedModel:
 
 
 MODELS: Dict[str, ShippedModel] = {m.name: m for m in (
-    ShippedModel("accurate", "lumbarseg-spine-t2-accurate.onnx", "configs/unet_spider_accurate.yml",
-                 "best segmentation; the default"),
-    ShippedModel("fast", "lumbarseg-spine-t2-fast.onnx", "configs/unet_spider_fast.yml",
-                 "fewer filters, quicker: large batches, small machines"),
+    ShippedModel("accurate", "lumbarseg-spine-t2-accurate.onnx", "the best segmentation; the default"),
+    ShippedModel("fast", "lumbarseg-spine-t2-fast.onnx", "fewer filters, quicker: large batches, small machines"),
 )}
 DEFAULT_MODEL = "accurate"
-MODEL_HELP = f"{', '.join(MODELS)} or a .onnx file (default: {DEFAULT_MODEL})"
+MODEL_CHOICES = f"{', '.join(MODELS)} or a .onnx file"
+MODEL_HELP = f"{MODEL_CHOICES} (default: {DEFAULT_MODEL})"
 
 
 def _folders() -> List[Path]:

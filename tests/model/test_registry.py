@@ -26,7 +26,7 @@ def test_names_resolve_to_the_shipped_files_and_none_to_accurate():
     assert DEFAULT_MODEL == "accurate" and set(MODELS) == {"accurate", "fast"}
     for name, entry in MODELS.items():
         assert resolve_model(name) == REPO / "models" / entry.file
-        assert entry.card.endswith(".md") and (REPO / entry.config).parent.is_dir()
+        assert entry.card == entry.file.replace(".onnx", ".md")
     assert resolve_model(None) == default_model_path() == REPO / "models" / MODELS["accurate"].file
     assert resolve_model(Path("fast")) == resolve_model("fast")  # a Path from older callers works too
     assert Predictor("fast").model_path == resolve_model("fast")
