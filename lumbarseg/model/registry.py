@@ -62,7 +62,7 @@ def resolve_model(model: Union[str, Path, None] = None) -> Path:
         return path
     path = Path(model)  # type: ignore[arg-type]
     if not path.is_file():
-        raise LumbarsegError(path, f"neither a shipped model ({', '.join(MODELS)}) nor an existing .onnx file")
+        raise LumbarsegError(path, f"no such model file, nor a shipped model's name ({', '.join(MODELS)})")
     return path
 
 
