@@ -44,25 +44,32 @@ py38-check:
 	@if command -v $(PYTHON38) >/dev/null 2>&1; then $(MAKE) --no-print-directory test-py38; \
 	else echo "no Python 3.8 found: vermin checked 3.8 compatibility; skipping the 3.8 import run"; fi
 
-# The shipped model and the demo sample (patient 161 of SPIDER, a test patient of the model).
-MODEL := models/lumbarseg-spine-t2.onnx
+# The demo sample (patient 161 of SPIDER, a test patient of the shipped models).
 SAMPLE := datasets/sample/spider161_t2
 SPIDER ?= ../shared/data/spider-t2space-png
-RUN ?= build/runs/unet_spider
 
+# `make demo` segments the sample with the default model (accurate).
 demo: install
 	$(PYTHON) -m lumbarseg predict -i $(SAMPLE).nii.gz -o build/demo/spider161_seg.nii.gz --overlay --measure --overwrite
 	$(PYTHON) -m lumbarseg evaluate --pred build/demo/spider161_seg.nii.gz --gt $(SAMPLE)_labels.nii.gz \
 		--label-map spider-png --pred-label-map lumbarseg --images $(SAMPLE).nii.gz -o build/demo/report --overwrite
 	@echo "demo outputs: build/demo/ (mask, overlay PNG, volumes CSV/JSON, spine report and levels) and build/demo/report/"
 
-# Reproduce the shipped model from the SPIDER PNG export: dataset, training, export, test-split report.
+# Reproduce a shipped model (MODEL=accurate|fast, default accurate) from the SPIDER PNG export: dataset,
+# training with the model's recipe, export to its file in models/, test-split report in the run folder.
+MODEL ?= accurate
+MODEL_CONFIG_accurate := configs/unet_spider_accurate.yml
+MODEL_CONFIG_fast := configs/unet_spider_fast.yml
+MODEL_CONFIG = $(or $(MODEL_CONFIG_$(MODEL)),$(error MODEL=$(MODEL): choose accurate or fast))
+MODEL_FILE = models/lumbarseg-spine-t2-$(MODEL).onnx
+RUN ?= build/runs/$(MODEL)
+
 model: install
 	$(PYTHON) -m lumbarseg dataset from-slices $(SPIDER)/images $(SPIDER)/masks --label-map spider-png \
 		--spacing 0.47,0.47,0.9 --split 0.8,0.1,0.1 --seed 0 -o build/spider/spider.yml --overwrite
-	$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config configs/unet_spider.yml --out $(RUN)
-	$(PYTHON) -m lumbarseg export $(RUN) -o $(MODEL) --overwrite
-	$(PYTHON) -m lumbarseg evaluate --dataset build/spider/spider.yml --split test --model $(MODEL) \
+	$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config $(MODEL_CONFIG) --out $(RUN)
+	$(PYTHON) -m lumbarseg export $(RUN) -o $(MODEL_FILE) --overwrite
+	$(PYTHON) -m lumbarseg evaluate --dataset build/spider/spider.yml --split test --model $(MODEL_FILE) \
 		-o $(RUN)/test-report --overwrite
 
 bench: install

@@ -40,7 +40,7 @@ EXTRAS = {
 
 class BuildPyWithModels(build_py):
     """Pack the shipped models (models/*.onnx and their cards, kept once at the top of the repo) into the
-    wheel as lumbarseg/resources/, where `lumbarseg.inference.predict.default_model_path` finds them."""
+    wheel as lumbarseg/resources/, where `lumbarseg.model.registry.resolve_model` finds them."""
 
     def run(self) -> None:
         super().run()

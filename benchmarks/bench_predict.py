@@ -5,7 +5,7 @@ FLOPs per slice (counted from the ONNX graph's Conv shapes), this machine's meas
 FLOP/s on 2 threads (how close inference gets to the compute limit), and the EDDL runtime's time
 on the same ONNX as a ratio when pyeddl is installed.
 
-Model: models/lumbarseg-spine-t2.onnx if present, else a freshly initialised default U-Net
+Model: the default shipped model (accurate) if present, else a freshly initialised default U-Net
 (depth 4, 16 base filters) exported by the torch engine. Input: the first 20 slices of one
 shared SPIDER patient if ../shared is there, else a synthetic volume.
 """

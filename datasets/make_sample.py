@@ -2,8 +2,8 @@
 
     python datasets/make_sample.py ../shared/data/spider-t2space-png
 
-Patient 161 is in the test split of the shipped model (configs/unet_spider.yml with the dataset
-built by `make model`), so the demo segments a patient the model never saw. The PNG export lost the
+Patient 161 is in the test split of the shipped models (the dataset built by `make model`), so the
+demo segments a patient the models never saw. The PNG export lost the
 scanner geometry: the volume gets an axis-aligned RIP affine with SPIDER's spacing.
 """
 from __future__ import annotations

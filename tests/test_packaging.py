@@ -16,11 +16,15 @@ from onnx_models import threshold_model, tiny_metadata
 
 from lumbarseg import __version__
 from lumbarseg.model import metadata
+from lumbarseg.model.registry import DEFAULT_MODEL, MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "lumbarseg-spine-t2.onnx"  # the shipped model: models/ in the checkout, lumbarseg/resources/ installed
+MODEL = MODELS[DEFAULT_MODEL].file  # the default model: models/ in the checkout, lumbarseg/resources/ installed
 REAL_MODEL = ROOT / "models" / MODEL
 SOURCES = ["setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "lumbarseg", "models", "docker"]
+# every shipped model and card in the checkout (a stand-in replaces the default model when it is absent)
+SHIPPED = {MODEL} | {name for entry in MODELS.values() for name in (entry.file, entry.card)
+                    if (ROOT / "models" / name).is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +56,18 @@ def built(tmp_path_factory) -> dict:
 def test_sdist_carries_sources_models_and_pins(built) -> None:
     with tarfile.open(built["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for needed in ("setup.py", "README.md", "lumbarseg/cli/__init__.py", f"models/{MODEL}",
+    for needed in ("setup.py", "README.md", "lumbarseg/cli/__init__.py", *(f"models/{name}" for name in SHIPPED),
                    "docker/requirements-py38.txt"):
         assert needed in names, needed
     assert not any("__pycache__" in n for n in names)
 
 
-def test_wheel_packs_the_shipped_model(built) -> None:
+def test_wheel_packs_the_shipped_models_and_cards(built) -> None:
     with zipfile.ZipFile(built["wheel"]) as whl:
-        packed = whl.read(f"lumbarseg/resources/{MODEL}")
+        packed = {name: whl.read(f"lumbarseg/resources/{name}") for name in SHIPPED}
         entry_points = whl.read(f"lumbarseg-{__version__}.dist-info/entry_points.txt").decode()
         assert not any(n.startswith(("tests/", "models/")) for n in whl.namelist())
-    assert packed == (built["src"] / "models" / MODEL).read_bytes()
+    assert all(data == (built["src"] / "models" / name).read_bytes() for name, data in packed.items())
     assert "lumbarseg = lumbarseg.cli:main" in entry_points
 
 
@@ -105,6 +109,8 @@ def test_installed_cli_runs_and_finds_the_shipped_model(venv: Path, tmp_path: Pa
     package_file, model = where.stdout.split()
     assert package_file.startswith(f"{venv}/") and model.startswith(f"{venv}/"), where.stdout
     assert Path(model).name == MODEL
+    listed = run_installed(str(venv / "bin" / "lumbarseg"), "models", cwd=tmp_path)
+    assert listed.returncode == 0 and f"{venv}/" in listed.stdout and "lumbarseg/resources/" in listed.stdout
 
 
 def test_installed_predict_with_shipped_model(built, venv: Path, tmp_path: Path) -> None:

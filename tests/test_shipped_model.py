@@ -1,28 +1,33 @@
-"""The shipped model: its contract, `make demo` on the shipped sample (a test patient), and EDDL."""
+"""The shipped models (``accurate``, the default, and ``fast``): their contract in every engine, `make demo` on the
+shipped sample (a test patient), and fine-tuning each by name with EDDL.
+
+Nothing here depends on the models' exact weights: the lead replaces the files with retrained ones."""
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_training import TINY_CONFIG, make_dataset
 
 import lumbarseg
 from lumbarseg.io.readers import read_volume
 from lumbarseg.model import metadata
+from lumbarseg.model.registry import DEFAULT_MODEL, MODELS, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "lumbarseg-spine-t2.onnx"
 SAMPLE = REPO / "datasets" / "sample" / "spider161_t2.nii.gz"
 SAMPLE_LABELS = REPO / "datasets" / "sample" / "spider161_t2_labels.nii.gz"
 CLASSES = ["background", "vertebra", "disc", "canal"]
-# Per-class Dice the shipped model must keep on the demo sample (patient 161, never seen in training);
-# the model card reports the full test-split figures.
+NAMES = sorted(MODELS)
+# Per-class Dice every shipped model must keep on the demo sample (patient 161, never seen in training);
+# the model cards report the full test-split figures.
 MIN_DICE = {"vertebra": 0.90, "disc": 0.85, "canal": 0.85}
+TOL = 1e-4
 
 
 def run(*args: object, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -30,9 +35,12 @@ def run(*args: object, cwd: Path = REPO) -> subprocess.CompletedProcess:
                           cwd=cwd)
 
 
-def test_model_file_is_small_and_carries_its_contract():
-    assert MODEL.stat().st_size < 30 * 2**20
-    meta = metadata.read(MODEL)
+@pytest.mark.parametrize("name", NAMES)
+def test_model_file_is_small_and_carries_its_contract(name):
+    path = resolve_model(name)
+    assert path == REPO / "models" / MODELS[name].file and (REPO / "models" / MODELS[name].card).is_file()
+    assert path.stat().st_size < 30 * 2**20
+    meta = metadata.read(path)
     assert meta.classes == CLASSES and meta.label_values == [0, 1, 2, 3]
     assert meta.orientation == "RIP" and meta.spacing == pytest.approx([0.94, 0.94])
     assert meta.spec.num_classes == 4 and meta.spec.in_channels == 1
@@ -40,10 +48,12 @@ def test_model_file_is_small_and_carries_its_contract():
     assert "spider" in json.dumps(meta.training_data).lower()
 
 
-def test_make_demo_segments_the_sample_like_the_experts(tmp_path):
-    """The Makefile's demo commands, end to end through the CLI, on real MRI of a held-out patient."""
+@pytest.mark.parametrize("name", [None, *(n for n in NAMES if n != DEFAULT_MODEL)], ids=lambda n: n or "default")
+def test_make_demo_segments_the_sample_like_the_experts(tmp_path, name):
+    """The Makefile's demo commands (no --model: the default), end to end through the CLI, on real MRI of a
+    held-out patient; the other shipped models by name."""
     mask = tmp_path / "spider161_seg.nii.gz"
-    predicted = run("predict", "-i", SAMPLE, "-o", mask, "--overlay")
+    predicted = run("predict", "-i", SAMPLE, "-o", mask, "--overlay", *(["--model", name] if name else []))
     assert predicted.returncode == 0, predicted.stderr
     for extra in ("_overlay.png", "_measurements.csv", "_measurements.json"):
         assert (tmp_path / f"spider161_seg{extra}").stat().st_size > 0
@@ -69,28 +79,44 @@ def eddl():
     pytest.importorskip("pyeddl", reason="pyeddl not installed (DeepHealth extra: pip install lumbarseg[eddl])")
 
 
-def test_shipped_model_gives_the_same_labels_in_eddl_as_in_onnxruntime(eddl):
-    reference = lumbarseg.predict(SAMPLE, runtime="onnxruntime", probabilities=True, postprocess=False)
-    native = lumbarseg.predict(SAMPLE, runtime="eddl", probabilities=True, postprocess=False)
-    assert float(np.abs(native.probabilities - reference.probabilities).max()) < 1e-4
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_model_gives_the_same_labels_in_eddl_as_in_onnxruntime(eddl, name):
+    reference = lumbarseg.predict(SAMPLE, model=name, runtime="onnxruntime", probabilities=True, postprocess=False)
+    native = lumbarseg.predict(SAMPLE, model=name, runtime="eddl", probabilities=True, postprocess=False)
+    assert float(np.abs(native.probabilities - reference.probabilities).max()) < TOL
     assert np.mean(native.mask.array == reference.mask.array) > 0.9999
 
 
-def test_shipped_model_fine_tunes_in_eddl(eddl, spider_dir, tmp_path):
-    """DeepHealth partners retrain the shipped model on their own data with EDDL (one epoch here)."""
-    for kind in ("images", "masks"):
-        (tmp_path / kind).mkdir()
-        for patient in ("5", "7", "11"):
-            for name in sorted((spider_dir / kind).glob(f"{patient}_t2_SPACE_slice6*.png"))[:2]:
-                shutil.copy(name, tmp_path / kind / name.name)
-    built = run("dataset", "from-slices", tmp_path / "images", tmp_path / "masks", "--label-map", "spider-png",
-                "--spacing", "0.47,0.47,0.9", "--split", "0.34,0.33,0.33", "-o", tmp_path / "own.yml")
-    assert built.returncode == 0, built.stderr
-    trained = run("train", "--dataset", tmp_path / "own.yml", "--config", REPO / "configs" / "unet_spider.yml",
-                  "--engine", "eddl", "--init", MODEL, "--epochs", "1", "--batch-size", "2", "--no-progress",
-                  "--out", tmp_path / "run")
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_model_loads_in_the_torch_engine(name):
+    pytest.importorskip("torch", reason="the PyTorch engine needs torch")
+    import onnxruntime as ort
+
+    from lumbarseg.engines.torch_engine import TorchEngine
+
+    path = resolve_model(name)
+    spec = metadata.read(path).spec
+    x = np.random.default_rng(0).random((2, 1, 96, 64), dtype=np.float32)
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert float(np.abs(TorchEngine.from_onnx(path, spec).predict(x) - reference).max()) < TOL
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("own"), n_train=2, n_val=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_model_fine_tunes_in_eddl_by_name(eddl, tiny_dataset, tmp_path, name):
+    """DeepHealth partners retrain a shipped model on their own data with EDDL: `train --engine eddl --init NAME`
+    (one epoch on three synthetic 32x32 slices; the config's architecture is the model's)."""
+    spec = metadata.read(resolve_model(name)).spec
+    trained = run("train", "--dataset", tiny_dataset, "--config", TINY_CONFIG, "--engine", "eddl", "--init", name,
+                  "--depth", spec.depth, "--base-filters", spec.base_filters, "--epochs", "1", "--batch-size", "2",
+                  "--no-progress", "--out", tmp_path / "run")
     assert trained.returncode == 0, trained.stderr
     log = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert len(log) == 1 and np.isfinite(float(log[0]["train_loss"]))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == str(resolve_model(name).resolve())
     tuned = metadata.read(tmp_path / "run" / "best.onnx")
-    assert tuned.engine == "eddl" and tuned.classes == CLASSES
+    assert tuned.engine == "eddl" and tuned.classes == CLASSES and tuned.spec == spec

@@ -10,7 +10,7 @@ from lumbarseg import __version__
 from lumbarseg.errors import LumbarsegError
 
 # Each module defines ``register(subparsers)``, which adds its parser(s) with ``func=handler``.
-COMMAND_MODULES = ["dataset", "train", "export", "predict", "measure", "evaluate"]
+COMMAND_MODULES = ["dataset", "train", "export", "predict", "measure", "evaluate", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lumbarseg.cli.limits import add_limit_options
-from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
+from lumbarseg.cli.options import Formatter, add_model, add_spacing, parse_spacing, volume_spacing
 from lumbarseg.engines.registry import DEVICE_HELP, RUNTIMES
 from lumbarseg.errors import LumbarsegError
 
@@ -30,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_spacing(parser, "voxel size in mm for PNG slice stacks (default 1 mm each)")
     parser.add_argument("--dataset", type=Path, help="DeepHealth dataset YAML: predict and score a split")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="ONNX model (default: models/lumbarseg-spine-t2.onnx); with --pred: its label values "
-                             "read the predictions")
+    add_model(parser, "; with --pred: its label values read the predictions")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
     parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("-o", "--output", required=True, type=Path, help="report folder")

@@ -28,6 +28,13 @@ class Formatter(argparse.HelpFormatter):
         return super()._format_args(action, default_metavar)
 
 
+def add_model(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    """``--model NAME|FILE``: a shipped model's name or an ONNX file (resolved by the Python API)."""
+    from lumbarseg.model.registry import MODEL_HELP
+
+    parser.add_argument("--model", default=None, metavar="NAME|M.onnx", help=MODEL_HELP + extra)
+
+
 def add_spacing(parser: argparse.ArgumentParser, help: str) -> None:
     """``--spacing ROW,COL[,SLICE]`` in mm (the old ``--spacing SLICE ROW COL`` still works, with a warning);
     create ``parser`` with ``formatter_class=Formatter``."""

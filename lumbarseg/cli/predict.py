@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from lumbarseg.cli.limits import add_limit_options
-from lumbarseg.cli.options import Formatter, add_spacing, parse_spacing, volume_spacing
+from lumbarseg.cli.options import Formatter, add_model, add_spacing, parse_spacing, volume_spacing
 from lumbarseg.engines.registry import RUNTIMES
 
 
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a volume file, a DICOM series or PNG slice folder, or a folder of cases")
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="mask file (.nii.gz/.nii/.mha, one case only) or output folder")
-    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: models/lumbarseg-spine-t2.onnx)")
+    add_model(parser)
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or fpga (fpga: --runtime eddl)")
     parser.add_argument("--tta", nargs="?", const="ap", default=None, metavar="AXES",

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 from lumbarseg.config import OPTIMIZERS, SCHEDULES
 from lumbarseg.engines.registry import DEVICE_HELP, ENGINES
 from lumbarseg.errors import LumbarsegError
+from lumbarseg.model.registry import MODEL_CHOICES
 
 # CLI flag -> dotted config key (flags override the config file).
 OVERRIDES = {"epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr", "optimizer": "optimizer.name",
@@ -26,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=None, help=f"{DEVICE_HELP} (default: cpu)")
     parser.add_argument("--out", type=Path, help="new run directory (must not exist or be empty)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run to its epoch count")
-    parser.add_argument("--init", type=Path, metavar="MODEL.onnx", help="start from this model's weights")
+    parser.add_argument("--init", metavar="NAME|M.onnx",
+                        help=f"start from this model's weights: {MODEL_CHOICES}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     overrides = parser.add_argument_group("config overrides")
     overrides.add_argument("--epochs", type=int)

@@ -94,8 +94,9 @@ def _label_maps(label_map: Union[str, LabelMap, None], pred_label_map: Union[str
         return gt, [(shown, load(pred_label_map))]
     if model is not None:
         from lumbarseg.model import metadata
+        from lumbarseg.model.registry import resolve_model
 
-        return gt, [(f"the label values of {model}", metadata.read(model).label_map)]
+        return gt, [(f"the label values of {model}", metadata.read(resolve_model(model)).label_map)]
     return gt, None
 
 

@@ -24,10 +24,11 @@ from lumbarseg.inference.outputs import (
     write_measurements,
 )
 from lumbarseg.inference.postprocess import ComponentRule
-from lumbarseg.inference.predict import PathLike, Predictor, default_model_path
+from lumbarseg.inference.predict import PathLike, Predictor
 from lumbarseg.io import paths
 from lumbarseg.io.atomic import all_or_nothing, exists_error
 from lumbarseg.io.cases import Case, case_name, find_cases
+from lumbarseg.model.registry import resolve_model
 
 # A failure of one case among several: reported and skipped (anything else stops the batch).
 CASE_ERRORS = (LumbarsegError, MemoryError, RuntimeError, ValueError, OSError)
@@ -71,7 +72,7 @@ def check_outputs(input_path: Path, output: Path, model: Optional[PathLike], cas
                   overwrite: bool) -> None:
     """Before any inference: no output is, contains or lies inside an input (the model included), and none
     exists unless ``overwrite``."""
-    inputs = [("", input_path), ("--model", model if model is not None else default_model_path())]
+    inputs = [("", input_path), ("--model", resolve_model(model))]
     inputs += [("", case.path) for case in cases]
     paths.check_not_input(output, inputs)
     outputs = [path for planned in plan

@@ -28,10 +28,10 @@ from lumbarseg.io.readers import read_volume
 from lumbarseg.io.volume import CANONICAL, Volume, affine_from_spacing, reorient
 from lumbarseg.model import metadata as model_metadata
 from lumbarseg.model.metadata import ModelMetadata
+from lumbarseg.model.registry import resolve_model
 
 PathLike = Union[str, Path]
 
-DEFAULT_MODEL_NAME = "lumbarseg-spine-t2.onnx"
 # In-plane flips for test-time augmentation: "ap" mirrors anterior-posterior (image columns, ECVL's
 # AugMirror), "si" flips superior-inferior (rows, AugFlip). A left-right flip is a no-op for a 2D
 # sagittal model. ``tta=True`` means "ap" only: a mirrored sagittal slice is still a plausible spine
@@ -42,13 +42,8 @@ DEFAULT_TTA = ("ap",)
 
 
 def default_model_path() -> Path:
-    """The shipped model: ``models/`` of the source tree, or ``lumbarseg/resources/`` when installed."""
-    package = Path(__file__).resolve().parents[1]
-    candidates = [package.parent / "models" / DEFAULT_MODEL_NAME, package / "resources" / DEFAULT_MODEL_NAME]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise LumbarsegError(f"models/{DEFAULT_MODEL_NAME}", "the default model is not installed; pass --model M.onnx")
+    """The default shipped model (``accurate``): ``models/`` of the source tree, or ``lumbarseg/resources/``."""
+    return resolve_model(None)
 
 
 @dataclass
@@ -125,7 +120,7 @@ class Predictor:
     def __init__(self, model: Optional[PathLike] = None, runtime: str = "onnxruntime", device: str = "cpu",
                  tta: Union[bool, Sequence[str]] = False, postprocess: Union[bool, Mapping[str, ComponentRule]] = True,
                  batch_size: int = 2, threads: Optional[int] = None) -> None:
-        self.model_path = Path(model) if model is not None else default_model_path()
+        self.model_path = resolve_model(model)
         self.metadata = model_metadata.read(self.model_path)  # its errors name the file
         self.runtime: Runtime = load_runtime(runtime, self.model_path, self.metadata, device, threads)
         self.runtime_name = runtime
@@ -224,7 +219,7 @@ def predict(input: Union[PathLike, Volume, Case], model: Optional[PathLike] = No
             threads: Optional[int] = None) -> Prediction:
     """Segment one volume (a path of any supported format, or a :class:`Volume`).
 
-    ``model`` defaults to the shipped ``models/lumbarseg-spine-t2.onnx``. ``tta`` is False, True
+    ``model``: a shipped model's name (``accurate``, the default, or ``fast``) or an ONNX file. ``tta`` is False, True
     (anterior-posterior mirror) or a list of flips from ``("ap", "si")``. ``postprocess`` is True
     (per-class defaults of :mod:`lumbarseg.inference.postprocess`), False, or ``{class: ComponentRule}``.
     ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry, and NIfTI files

@@ -139,6 +139,16 @@ class Architecture:
         layers = self.layers()
         return index == len(layers) - 1 or layers[index + 1][0] != "bn"
 
+    def num_parameters(self) -> int:
+        """Trainable weights (conv weights and biases, BN scale and shift; not BN's running statistics)."""
+        total = 0
+        for index, (kind, shape) in enumerate(self.layers()):
+            if kind == "conv":
+                total += int(np.prod(shape)) + (shape[0] if self.has_bias(index) else 0)
+            else:
+                total += 2 * shape[0]
+        return total
+
     def after_dropout(self) -> int:
         """Index (in :meth:`layers`) of the conv that reads the dropout's output: the first decoder conv."""
         before = [b for level in self.encoder for b in level] + list(self.bottleneck)

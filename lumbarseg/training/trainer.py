@@ -31,6 +31,7 @@ from lumbarseg.io.atomic import atomic_path, write_text
 from lumbarseg.io.intensity import DEFAULT_NORMALIZATION
 from lumbarseg.io.slices import read_grey
 from lumbarseg.model import metadata as model_metadata
+from lumbarseg.model.registry import resolve_model
 from lumbarseg.networks.unet import UNetSpec
 from lumbarseg.training import distributed, rundir
 from lumbarseg.training.logs import write_logs
@@ -86,7 +87,8 @@ class TrainResult:
 def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: str = "torch", device: str = "cpu",
           init: Optional[PathLike] = None, batch_source: Optional[BatchSourceFactory] = None,
           progress: bool = True, spacing: Optional[Sequence[float]] = None) -> TrainResult:
-    """Train a new run into ``out`` (missing or empty). ``init``: start from an ONNX model's weights.
+    """Train a new run into ``out`` (missing or empty). ``init``: start from an ONNX model's weights (a file,
+    or a shipped model's name: ``accurate``, ``fast``).
 
     ``spacing`` (row, col mm) is the pixel spacing of the dataset's slices; it overrides the dataset's
     and the config's (which is then derived from it and saved with the run).
@@ -103,7 +105,8 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
     replica, dev = distributed.start(engine, dev, config, len(ds.split["training"]))
     engine_cls = get_engine(engine)
     if init is not None:
-        net = _engine_from_onnx(engine_cls, Path(init), ds, spec, dev, config)
+        init = resolve_model(init)  # a shipped model's name or a file
+        net = _engine_from_onnx(engine_cls, init, ds, spec, dev, config)
     else:
         net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
     replica.prepare(net)

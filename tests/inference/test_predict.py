@@ -129,9 +129,9 @@ def test_default_model_is_resolved_or_named(monkeypatch) -> None:
     try:
         path = default_model_path()
     except LumbarsegError as exc:
-        assert "lumbarseg-spine-t2.onnx" in str(exc) and "--model" in str(exc)
+        assert "lumbarseg-spine-t2-accurate.onnx" in str(exc) and "--model" in str(exc)
     else:
-        assert path.name == "lumbarseg-spine-t2.onnx" and path.is_file()
+        assert path.name == "lumbarseg-spine-t2-accurate.onnx" and path.is_file()
 
 
 def test_cli_batch_finishes_good_cases_and_reports_the_bad(tmp_path: Path, model_1mm: Path, capsys) -> None:

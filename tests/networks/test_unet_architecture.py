@@ -48,3 +48,12 @@ def test_torch_modules_are_built_from_the_same_layer_list():
     built = [("conv", tuple(m.weight.shape)) if isinstance(m, nn.Conv2d) else ("bn", (m.num_features,))
              for m in UNet(spec).modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
     assert built == spec.architecture().layers()
+
+
+@pytest.mark.parametrize("spec", [UNetSpec(depth=2, base_filters=4), UNetSpec(depth=1, base_filters=3, norm="none")])
+def test_parameter_count_is_pytorchs(spec):
+    """`lumbarseg models` reports this count: trainable weights, as PyTorch counts them (no BN running stats)."""
+    pytest.importorskip("torch", reason="compares with the PyTorch engine's module")
+    from lumbarseg.engines.torch_engine import UNet
+
+    assert spec.architecture().num_parameters() == sum(p.numel() for p in UNet(spec).parameters())

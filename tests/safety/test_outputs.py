@@ -227,7 +227,7 @@ def test_dataset_builder_output_inside_its_input_is_refused(tmp_path):
 
 
 def test_export_needs_overwrite_to_replace_a_model(run, tmp_path, model):
-    shipped = tmp_path / "lumbarseg-spine-t2.onnx"
+    shipped = tmp_path / "lumbarseg-spine-t2-accurate.onnx"
     shutil.copy2(model, shipped)
     before = snapshot(tmp_path)
     result = run_cli(["export", run, "-o", shipped])
