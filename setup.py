@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "pydicom>=2.1",
     "opencv-python-headless>=4.5",
     "scipy>=1.5",
+    "connected-components-3d>=3.10",  # cc3d: post-processing labels without importing scipy.ndimage
     "onnx>=1.10",
     "onnxruntime>=1.10",
     "medpy>=0.4",

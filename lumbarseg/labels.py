@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
-import yaml
 
 from lumbarseg.errors import LumbarsegError
 
@@ -113,6 +112,8 @@ class LabelMap:
         if not path.is_file():
             known = ", ".join(sorted(BUILTIN_LABEL_MAPS))
             raise LumbarsegError(path, f"no such label-map file (built-in names: {known})")
+        import yaml  # here, not at the top: model metadata (every predict) need labels, not YAML
+
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:

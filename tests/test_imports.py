@@ -10,6 +10,7 @@ import pkgutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,30 @@ def test_help_without_engines() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("usage: lumbarseg") == len(commands)
+
+
+def test_predict_imports_only_what_it_uses(tmp_path) -> None:
+    """`lumbarseg predict` on a NIfTI volume (no progress bar, no --measure) loads none of the slow imports it
+    does not need: the other commands' config, onnx (metadata come from the onnxruntime session),
+    scipy.ndimage (post-processing labels with cc3d), yaml, matplotlib, torch; and the mask is written."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from onnx_models import threshold_model, tiny_metadata
+    from volume_synth import write_case
+
+    model = threshold_model(tmp_path / "m.onnx", tiny_metadata(spacing=(0.5, 0.7)))
+    write_case(tmp_path / "case.nii.gz")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from lumbarseg.cli import main
+        rc = main(["predict", "-i", {str(tmp_path / "case.nii.gz")!r}, "-o", {str(tmp_path / "out.nii.gz")!r},
+                   "--model", {str(model)!r}])
+        heavy = ("onnx", "scipy.ndimage", "yaml", "matplotlib", "torch", "lumbarseg.config", "lumbarseg.engines.base")
+        print(rc, sorted({{m for m in sys.modules for h in heavy if m == h or m.startswith(h + ".")}}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "[]"], result.stdout
+    assert (tmp_path / "out.nii.gz").is_file()

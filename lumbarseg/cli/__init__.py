@@ -13,20 +13,23 @@ from lumbarseg.errors import LumbarsegError
 COMMAND_MODULES = ["dataset", "train", "export", "predict", "measure", "evaluate", "models"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``command`` (one of COMMAND_MODULES) only that command's module is imported, so
+    that ``lumbarseg predict`` does not pay for the imports of the other commands' option lists."""
     parser = argparse.ArgumentParser(
         prog="lumbarseg",
         description="Lumbar spine MRI segmentation (vertebrae, discs, spinal canal) on the DeepHealth toolkit.",
     )
     parser.add_argument("--version", action="version", version=f"lumbarseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in [command] if command in COMMAND_MODULES else COMMAND_MODULES:
         importlib.import_module(f"lumbarseg.cli.{name}").register(subparsers)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -9,6 +9,7 @@ that succeeded.
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -25,7 +26,7 @@ from lumbarseg.inference.outputs import (
 )
 from lumbarseg.inference.postprocess import ComponentRule
 from lumbarseg.inference.predict import PathLike, Predictor
-from lumbarseg.io import paths
+from lumbarseg.io import checks, paths
 from lumbarseg.io.atomic import all_or_nothing, exists_error
 from lumbarseg.io.cases import Case, case_name, find_cases
 from lumbarseg.model.registry import resolve_model
@@ -111,32 +112,65 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
     single = len(plan) == 1
     bars = None if progress else True  # tqdm's disable: None = show on a terminal only
     info = {"model": str(predictor.model_path), "runtime": runtime}
-    for planned in tqdm(plan, desc="cases", unit="case", disable=True if single else bars, file=sys.stderr):
-        case = planned.case
+
+    def fail(case: Case, exc: Exception) -> None:
+        error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(case.source, f"{type(exc).__name__}: {exc}")
+        if single:
+            raise error from None
+        result.failed[case.name] = error
+        if on_error is not None:
+            with checks.own_stderr():  # not into a reader's capture of fd 2
+                on_error(error)
+
+    def write(planned: Planned, prediction: Any, case_rows: List[Dict[str, Any]], spine: Any) -> None:
+        with all_or_nothing(overwrite) as staging:  # mask, extras (and one case's measurements) together
+            write_case(prediction, case_outputs(planned.mask, planned.stem, probabilities, overlay), staging,
+                       title=planned.case.name)
+            if single:
+                write_measurements(case_rows, measurements_stem, info, staging)
+        if spine is not None:
+            _write_spine(spine, planned.stem.parent)
+
+    def written(job: Optional[Tuple[Planned, Future, List[Dict[str, Any]], Any]]) -> None:
+        """Wait for a case's outputs; then its rows count (or its failure is reported)."""
+        if job is None:
+            return
+        planned, future, case_rows, spine = job
         try:
-            volume = predictor.read(case, spacing)
-            with tqdm(total=volume.shape[0], desc=case.name, unit="slice", disable=bars if single else True,
-                      file=sys.stderr, leave=False) as bar:
-                prediction = predictor(volume, probabilities=probabilities, progress=bar)
-            spine = _analyse(prediction, planned.stem.name) if measure_spine else None  # before anything is written
-            case_rows = measure(prediction, case.name)
-            with all_or_nothing(overwrite) as staging:  # mask, extras (and one case's measurements) together
-                write_case(prediction, case_outputs(planned.mask, planned.stem, probabilities, overlay), staging,
-                           title=case.name)
-                if single:
-                    write_measurements(case_rows, measurements_stem, info, staging)
+            future.result()
+        except CASE_ERRORS as exc:
+            fail(planned.case, exc)
+        else:
             rows.extend(case_rows)
             if spine is not None:
-                _write_spine(spine, planned.stem.parent)
                 spines.append(spine)
-        except CASE_ERRORS as exc:  # one bad case: go on
-            error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(
-                case.source, f"{type(exc).__name__}: {exc}")
-            if single:
-                raise error from None
-            result.failed[case.name] = error
-            if on_error is not None:
-                on_error(error)
+
+    # One reader and one writer thread: case i+1 is read and case i-1 written while case i is segmented
+    # (decompression, compression and numpy release the GIL). Outputs stay all or nothing per case.
+    with ThreadPoolExecutor(1, "lumbarseg-read") as reader, ThreadPoolExecutor(1, "lumbarseg-write") as writer:
+        reads = {0: reader.submit(predictor.read, plan[0].case, spacing)} if plan else {}
+        pending = None
+        for index, planned in enumerate(tqdm(plan, desc="cases", unit="case", disable=True if single else bars,
+                                             file=sys.stderr)):
+            case = planned.case
+            if index + 1 < len(plan):
+                reads[index + 1] = reader.submit(predictor.read, plan[index + 1].case, spacing)
+            try:
+                volume = reads.pop(index).result()
+                with tqdm(total=volume.shape[0], desc=case.name, unit="slice", disable=bars if single else True,
+                          file=sys.stderr, leave=False) as bar:
+                    prediction = predictor(volume, probabilities=probabilities, progress=bar)
+                spine = _analyse(prediction, planned.stem.name) if measure_spine else None  # before any writing
+                case_rows = measure(prediction, case.name)
+            except CASE_ERRORS as exc:  # one bad case: go on (after the previous case's report, in order)
+                written(pending)
+                pending = None
+                fail(case, exc)
+                continue
+            written(pending)
+            pending = (planned, writer.submit(write, planned, prediction, case_rows, spine), case_rows, spine)
+            del prediction
+        written(pending)
     if rows and not single:
         with all_or_nothing(overwrite) as staging:
             write_measurements(rows, measurements_stem, info, staging)

@@ -20,13 +20,12 @@ import numpy as np
 
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.inference.postprocess import ComponentRule, postprocess
-from lumbarseg.inference.runtimes import Runtime, load_runtime
+from lumbarseg.inference.runtimes import load_model
 from lumbarseg.io import limits
 from lumbarseg.io.cases import Case
 from lumbarseg.io.intensity import normalize
 from lumbarseg.io.readers import read_volume
 from lumbarseg.io.volume import CANONICAL, Volume, affine_from_spacing, reorient
-from lumbarseg.model import metadata as model_metadata
 from lumbarseg.model.metadata import ModelMetadata
 from lumbarseg.model.registry import resolve_model
 
@@ -98,7 +97,7 @@ def _resize_stack(stack: np.ndarray, rows: int, cols: int, interpolation: int) -
         return stack
     flat = stack.reshape(-1, *stack.shape[-2:])
     out = np.empty((flat.shape[0], rows, cols), dtype=stack.dtype)
-    for i, plane in enumerate(flat):
+    for i, plane in enumerate(flat):  # cv2 takes strided planes as they are (a cropped batch needs no copy)
         out[i] = cv2.resize(plane, (cols, rows), interpolation=interpolation)
     return out.reshape(*stack.shape[:-2], rows, cols)
 
@@ -121,8 +120,7 @@ class Predictor:
                  tta: Union[bool, Sequence[str]] = False, postprocess: Union[bool, Mapping[str, ComponentRule]] = True,
                  batch_size: int = 2, threads: Optional[int] = None) -> None:
         self.model_path = resolve_model(model)
-        self.metadata = model_metadata.read(self.model_path)  # its errors name the file
-        self.runtime: Runtime = load_runtime(runtime, self.model_path, self.metadata, device, threads)
+        self.metadata, self.runtime = load_model(runtime, self.model_path, device, threads)  # errors name the file
         self.runtime_name = runtime
         self.tta = tta_axes(tta)
         untrained = [FLIP_AUGMENTATIONS[a] for a in self.tta
@@ -159,8 +157,8 @@ class Predictor:
                             volume.source or "input", f"slices of {in_plane[0]:g} x {in_plane[1]:g} mm pixels "
                             f"resampled to the model's {meta.spacing[0]:g} x {meta.spacing[1]:g} mm", slice_axes=(1, 2))
         data = normalize(canonical.array, meta.normalization)
-        probs = self._infer_volume(data, canonical.spacing[1:], progress)  # (C, S, rows, cols), canonical grid
-        indices = _argmax_classes(probs)
+        # class indices (S, rows, cols) and, when asked for, probabilities (C, S, rows, cols), canonical grid
+        indices, probs = self._infer_volume(data, canonical.spacing[1:], progress, probabilities)
         if self.postprocess:
             rules = self.postprocess if isinstance(self.postprocess, Mapping) else None
             indices = postprocess(indices, meta.classes, rules)
@@ -169,7 +167,7 @@ class Predictor:
         mask = values.astype(dtype)[indices]
         mask_volume = Volume(np.ascontiguousarray(undo.undo(mask)), volume.affine, volume.source, volume.header)
         prob_out = None
-        if probabilities:
+        if probs is not None:
             prob_out = np.ascontiguousarray(np.moveaxis(undo.undo(np.moveaxis(probs, 0, -1)), -1, 0))
         info = {"model": str(self.model_path), "runtime": self.runtime_name, "tta": list(self.tta),
                 "postprocess": bool(self.postprocess), "input_orientation": volume.orientation,
@@ -177,24 +175,31 @@ class Predictor:
                 "geometry": volume.header.geometry}
         return Prediction(mask_volume, meta, volume, prob_out, info)
 
-    def _infer_volume(self, data: np.ndarray, spacing: Sequence[float], progress: Optional[Any]) -> np.ndarray:
-        """Probabilities (C, S, H, W) for normalised canonical slices ``data`` (S, H, W) of ``spacing`` (row, col)."""
+    def _infer_volume(self, data: np.ndarray, spacing: Sequence[float], progress: Optional[Any],
+                      probabilities: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Class indices (S, H, W) uint8 for normalised canonical slices ``data`` (S, H, W) of ``spacing``
+        (row, col), and their probabilities (C, S, H, W) when ``probabilities``. Each batch is resampled back and
+        reduced to indices at once, so without probabilities no (C, S, H, W) array is ever held."""
         meta = self.metadata
         slices, rows, cols = data.shape
         target_rows, target_cols = self._resampled_size((rows, cols), spacing)
         resized = _resize_stack(data, target_rows, target_cols, cv2.INTER_LINEAR)
         divisor = meta.spec.divisor
         pad_rows, pad_cols = (-target_rows) % divisor, (-target_cols) % divisor
-        out = np.empty((len(meta.classes), slices, rows, cols), dtype=np.float32)
+        indices = np.empty((slices, rows, cols), dtype=np.uint8)
+        out = np.empty((len(meta.classes), slices, rows, cols), dtype=np.float32) if probabilities else None
         for start in range(0, slices, self.batch_size):
             batch = resized[start:start + self.batch_size]
             batch = np.pad(batch, ((0, 0), (0, pad_rows), (0, pad_cols)))[:, None]  # float32 from normalize
             probs = self._infer_batch(batch)[:, :, :target_rows, :target_cols]  # (n, C, h, w)
-            probs = _resize_stack(np.ascontiguousarray(probs), rows, cols, cv2.INTER_LINEAR)
-            out[:, start:start + len(batch)] = np.moveaxis(probs, 1, 0)
+            for i, slice_probs in enumerate(probs):
+                full = _resize_stack(slice_probs, rows, cols, cv2.INTER_LINEAR)  # (C, rows, cols)
+                indices[start + i] = _argmax_classes(full)
+                if out is not None:
+                    out[:, start + i] = full
             if progress is not None:
                 progress.update(len(batch))
-        return out
+        return indices, out
 
     def _resampled_size(self, size: Sequence[int], spacing: Sequence[float]) -> Tuple[int, int]:
         """(rows, cols) of a slice of ``size`` pixels of ``spacing`` mm resampled to the model's spacing."""

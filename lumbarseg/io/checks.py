@@ -155,6 +155,14 @@ def quiet_libraries() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def own_stderr() -> Iterator[None]:
+    """Hold fd 2 while writing to it, so that a read in another thread does not swap it for its capture meanwhile
+    (batch mode reads the next case in the background)."""
+    with _FD_LOCK:
+        yield
+
+
+@contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     sitk = sys.modules.get("SimpleITK")  # ITK readers import it first; a NIfTI read need not pay its import
     itk_warnings = sitk.ProcessObject.GetGlobalWarningDisplay() if sitk else False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Mapping, Union
 
 from lumbarseg import __version__
 from lumbarseg.errors import LumbarsegError
@@ -135,10 +135,15 @@ def read(path: Union[str, Path]) -> ModelMetadata:
     """The metadata of a lumbarseg ONNX file; a clear error when it is missing or wrong."""
     path = Path(path)
     model = _load_onnx(path)
-    for entry in model.metadata_props:
-        if entry.key == METADATA_KEY:
-            return ModelMetadata.from_json(entry.value, source=str(path))
-    raise LumbarsegError(path, f"ONNX file has no '{METADATA_KEY}' metadata (not exported by lumbarseg?)")
+    return from_properties({entry.key: entry.value for entry in model.metadata_props}, path)
+
+
+def from_properties(properties: Mapping[str, str], path: Union[str, Path]) -> ModelMetadata:
+    """The metadata from a model's ``metadata_props`` (key -> value), as :func:`read` takes them from the file
+    and onnxruntime gives them (``session.get_modelmeta().custom_metadata_map``) without importing ``onnx``."""
+    if METADATA_KEY not in properties:
+        raise LumbarsegError(path, f"ONNX file has no '{METADATA_KEY}' metadata (not exported by lumbarseg?)")
+    return ModelMetadata.from_json(properties[METADATA_KEY], source=str(path))
 
 
 def check_graph(model, metadata: ModelMetadata, source: str) -> None:

@@ -78,3 +78,24 @@ def test_cli_predict_takes_the_comma_spacing(tmp_path: Path, model: Path, capsys
     assert "deprecated" not in capsys.readouterr().err
     table = json.loads((tmp_path / "o" / "measurements.json").read_text())
     assert table["cases"]["pngs"]["disc"]["volume_ml"] == pytest.approx((classes == 2).sum() * 0.7 / 1000, abs=1e-4)
+
+
+def test_background_reads_and_writes_keep_cases_apart(tmp_path: Path, model: Path) -> None:
+    """Case i+1 is read and case i-1 written in threads while case i is segmented: every good case's mask is its
+    own, a read failure and a write failure are both reported, in case order, naming the case."""
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    expected = {name: write_case(cases / f"{name}.nii.gz", orientation)
+                for name, orientation in (("a", "LPS"), ("c", "RAS"), ("d", "PIR"), ("e", "LPS"))}
+    (cases / "b.nii.gz").write_bytes(b"not a volume" * 30)
+    out = tmp_path / "out"
+    (out / "d.nii.gz").mkdir(parents=True)  # d's mask cannot be written: a folder is in the way
+    seen = []
+    result = predict_folder(cases, out, model, on_error=seen.append, overwrite=True)
+    assert list(result.failed) == ["b", "d"] and [str(e) for e in seen] == [str(result.failed[n]) for n in "bd"]
+    assert "b.nii.gz" in str(seen[0]) and "d.nii.gz" in str(seen[1])
+    for name in "ace":
+        np.testing.assert_array_equal(read_volume(out / f"{name}.nii.gz").array,
+                                      np.array(LABELS, np.uint8)[expected[name]])
+    assert (out / "d.nii.gz").is_dir() and not list((out / "d.nii.gz").iterdir())
+    assert set(json.loads((out / "measurements.json").read_text())["cases"]) == {"a", "c", "e"}

@@ -255,3 +255,30 @@ def test_graph_and_metadata_disagree(tmp_path: Path) -> None:
     onnx.save(model, str(path))
     with pytest.raises(LumbarsegError, match="outputs 4 classes, metadata names 3"):
         Predictor(path)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_mask_is_the_argmax_of_the_probabilities(tmp_path: Path, batch_size: int) -> None:
+    """Indices are reduced batch by batch (no whole-volume probability array): the same as the argmax of the
+    probabilities resampled back, ties to the lower class, for every batch size and resampling factor."""
+    model = threshold_model(tmp_path / "soft.onnx", tiny_metadata(spacing=(0.9, 1.3), label_values=LABELS),
+                            sharpness=3.0)
+    image, _ = in_orientation(phantom_rip((5, 24, 20)), (2.0, 0.5, 0.7), "RIP")
+    predictor = Predictor(model, postprocess=False, batch_size=batch_size)
+    full = predictor(image, probabilities=True)
+    lean = predictor(image)
+    assert lean.probabilities is None
+    np.testing.assert_array_equal(lean.mask.array, full.mask.array)
+    expected = np.argmax(full.probabilities, axis=0)
+    np.testing.assert_array_equal(full.class_indices(), expected)
+    assert len(np.unique(expected)) == 4
+
+
+def test_metadata_from_the_session_is_the_files(tmp_path: Path) -> None:
+    """onnxruntime's custom_metadata_map gives the metadata that onnx reads from the file."""
+    from lumbarseg.model import metadata
+
+    path = threshold_model(tmp_path / "m.onnx", tiny_metadata(spacing=(0.5, 0.7), label_values=LABELS,
+                                                              training_data={"flips": ["AugMirror"]}))
+    assert Predictor(path).metadata == metadata.read(path)
+    assert Predictor(path, tta=True).tta == ("ap",)
