@@ -59,7 +59,8 @@ def test_help_without_engines() -> None:
 def test_predict_imports_only_what_it_uses(tmp_path) -> None:
     """`lumbarseg predict` on a NIfTI volume (no progress bar, no --measure) loads none of the slow imports it
     does not need: the other commands' config, onnx (metadata come from the onnxruntime session),
-    scipy.ndimage (post-processing labels with cc3d), yaml, matplotlib, torch; and the mask is written."""
+    scipy.ndimage (post-processing labels with cc3d), pydicom (nibabel's DICOM extensions stay raw bytes), yaml,
+    matplotlib, torch; and the mask is written."""
     sys.path.insert(0, str(Path(__file__).parent))
     from onnx_models import threshold_model, tiny_metadata
     from volume_synth import write_case
@@ -72,7 +73,7 @@ def test_predict_imports_only_what_it_uses(tmp_path) -> None:
         from lumbarseg.cli import main
         rc = main(["predict", "-i", {str(tmp_path / "case.nii.gz")!r}, "-o", {str(tmp_path / "out.nii.gz")!r},
                    "--model", {str(model)!r}])
-        heavy = ("onnx", "scipy.ndimage", "yaml", "matplotlib", "torch", "lumbarseg.config", "lumbarseg.engines.base")
+        heavy = ("onnx", "scipy.ndimage", "pydicom", "yaml", "matplotlib", "torch", "lumbarseg.config", "lumbarseg.engines.base")
         print(rc, sorted({{m for m in sys.modules for h in heavy if m == h or m.startswith(h + ".")}}))
         """
     )
@@ -81,3 +82,29 @@ def test_predict_imports_only_what_it_uses(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "[]"], result.stdout
     assert (tmp_path / "out.nii.gz").is_file()
+
+
+def test_nibabel_without_pydicom_keeps_dicom_extensions_and_pydicom_importable(tmp_path) -> None:
+    """lumbarseg imports nibabel without pydicom: a NIfTI's DICOM header extension is read and written back as
+    raw bytes, and pydicom still imports afterwards (DICOM input needs it)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        from lumbarseg.io.readers import read_volume, write_volume
+        import nibabel as nib
+        assert "pydicom" not in sys.modules
+        image = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+        image.header.extensions.append(nib.nifti1.Nifti1Extension(2, b"not a DICOM dataset"))
+        nib.save(image, {str(tmp_path / "ext.nii.gz")!r})
+        volume = read_volume({str(tmp_path / "ext.nii.gz")!r})
+        write_volume(volume, {str(tmp_path / "copy.nii.gz")!r})
+        copy = nib.load({str(tmp_path / "copy.nii.gz")!r})
+        print(int(volume.array.sum()), [bytes(e.get_content()) for e in copy.header.extensions])
+        import pydicom
+        print(pydicom.Dataset.__name__)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["276 [b'not a DICOM dataset']", "Dataset"]

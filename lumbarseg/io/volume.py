@@ -8,12 +8,32 @@ radiologists read it, the way the SPIDER PNG export stores it.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Tuple
 
-import nibabel as nib
 import numpy as np
-from nibabel import orientations
+
+
+def _import_nibabel() -> Any:
+    """nibabel, imported without pydicom: ``nibabel.nifti1`` imports pydicom (0.15-0.2 s, a third of a fast
+    prediction's start-up) only to parse DICOM header extensions, which lumbarseg never reads. Without it
+    nibabel keeps them as raw bytes, as it does where pydicom is not installed. ``sys.modules[name] = None``
+    makes that one import fail (Python's import system); pydicom stays importable afterwards (DICOM input)."""
+    if "nibabel" in sys.modules or "pydicom" in sys.modules:
+        import nibabel
+        return nibabel
+    sys.modules["pydicom"] = None  # type: ignore[assignment]
+    try:
+        import nibabel
+    finally:
+        if "pydicom" in sys.modules and sys.modules["pydicom"] is None:
+            del sys.modules["pydicom"]
+    return nibabel
+
+
+nib = _import_nibabel()  # every lumbarseg module that reads or writes NIfTI imports this one first
+from nibabel import orientations  # noqa: E402
 
 CANONICAL = "RIP"
 FORMATS = ("nifti", "metaimage", "dicom", "png")
