@@ -41,9 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _report(error: Exception) -> None:
+    """One error line; through tqdm when a progress bar is up (it was imported only then), so the bar stays whole."""
+    line = f"lumbarseg: error: {error}"
+    bars = sys.modules.get("tqdm")
+    if bars is not None:
+        bars.tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
 
+
+def run(args: argparse.Namespace) -> int:
     from lumbarseg.inference.batch import predict_folder
 
     result = predict_folder(
@@ -52,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, threads=args.threads, spacing=volume_spacing(parse_spacing(args.spacing)),
         probabilities=args.probabilities, overlay=args.overlay, measure_spine=args.measure, overwrite=args.overwrite,
         progress=True,
-        on_error=lambda error: tqdm.write(f"lumbarseg: error: {error}", file=sys.stderr))
+        on_error=_report)
     print(f"{result.done} of {result.total} case(s) segmented -> {args.output}", file=sys.stderr)
     if result.failed:
         print(f"lumbarseg: {len(result.failed)} case(s) failed: {', '.join(result.failed)}", file=sys.stderr)
