@@ -59,7 +59,7 @@ demo: install
 # training with the model's recipe, export to its file in models/, test-split report in the run folder.
 MODEL ?= accurate
 MODEL_CONFIG_accurate := configs/unet_spider_accurate.yml
-MODEL_CONFIG_fast := configs/unet_spider_fast.yml
+MODEL_CONFIG_fast := configs/unet_spider.yml
 MODEL_CONFIG = $(or $(MODEL_CONFIG_$(MODEL)),$(error MODEL=$(MODEL): choose accurate or fast))
 MODEL_FILE = models/lumbarseg-spine-t2-$(MODEL).onnx
 RUN ?= build/runs/$(MODEL)
