@@ -59,8 +59,8 @@ def test_help_without_engines() -> None:
 def test_predict_imports_only_what_it_uses(tmp_path) -> None:
     """`lumbarseg predict` on a NIfTI volume (no progress bar, no --measure) loads none of the slow imports it
     does not need: the other commands' config, onnx (metadata come from the onnxruntime session),
-    scipy.ndimage (post-processing labels with cc3d), pydicom (nibabel's DICOM extensions stay raw bytes), tqdm (no bar off a terminal), yaml,
-    matplotlib, torch; and the mask is written."""
+    scipy.ndimage (post-processing labels with cc3d), pydicom (nibabel's DICOM extensions stay raw bytes),
+    tqdm (no bar off a terminal), yaml, matplotlib, torch; and the mask is written."""
     sys.path.insert(0, str(Path(__file__).parent))
     from onnx_models import threshold_model, tiny_metadata
     from volume_synth import write_case
@@ -73,7 +73,8 @@ def test_predict_imports_only_what_it_uses(tmp_path) -> None:
         from lumbarseg.cli import main
         rc = main(["predict", "-i", {str(tmp_path / "case.nii.gz")!r}, "-o", {str(tmp_path / "out.nii.gz")!r},
                    "--model", {str(model)!r}])
-        heavy = ("onnx", "scipy.ndimage", "pydicom", "tqdm", "yaml", "matplotlib", "torch", "lumbarseg.config", "lumbarseg.engines.base")
+        heavy = ("onnx", "scipy.ndimage", "pydicom", "tqdm", "yaml", "matplotlib", "torch", "lumbarseg.config",
+                 "lumbarseg.engines.base")
         print(rc, sorted({{m for m in sys.modules for h in heavy if m == h or m.startswith(h + ".")}}))
         """
     )
