@@ -57,20 +57,26 @@ demo: install
 
 # Reproduce a shipped model (MODEL=accurate|fast, default accurate) from the SPIDER PNG export: dataset,
 # training with the model's recipe, export to its file in models/, test-split report in the run folder.
+# accurate trains in two stages: its recipe, then a second cosine cycle from that run's best model.
 MODEL ?= accurate
 MODEL_CONFIG_accurate := configs/unet_spider_accurate.yml
 MODEL_CONFIG_fast := configs/unet_spider.yml
+MODEL_FINETUNE_accurate := configs/unet_spider_accurate_finetune.yml
 MODEL_CONFIG = $(or $(MODEL_CONFIG_$(MODEL)),$(error MODEL=$(MODEL): choose accurate or fast))
+MODEL_FINETUNE = $(MODEL_FINETUNE_$(MODEL))
 MODEL_FILE = models/lumbarseg-spine-t2-$(MODEL).onnx
 RUN ?= build/runs/$(MODEL)
+FINAL_RUN = $(if $(MODEL_FINETUNE),$(RUN)-finetune,$(RUN))
 
 model: install
 	$(PYTHON) -m lumbarseg dataset from-slices $(SPIDER)/images $(SPIDER)/masks --label-map spider-png \
 		--spacing 0.47,0.47,0.9 --split 0.8,0.1,0.1 --seed 0 -o build/spider/spider.yml --overwrite
 	$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config $(MODEL_CONFIG) --out $(RUN)
-	$(PYTHON) -m lumbarseg export $(RUN) -o $(MODEL_FILE) --overwrite
+	$(if $(MODEL_FINETUNE),$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config $(MODEL_FINETUNE) \
+		--init $(RUN)/best.onnx --out $(FINAL_RUN))
+	$(PYTHON) -m lumbarseg export $(FINAL_RUN) -o $(MODEL_FILE) --overwrite
 	$(PYTHON) -m lumbarseg evaluate --dataset build/spider/spider.yml --split test --model $(MODEL_FILE) \
-		-o $(RUN)/test-report --overwrite
+		-o $(FINAL_RUN)/test-report --overwrite
 
 bench: install
 	$(PYTHON) benchmarks/run.py

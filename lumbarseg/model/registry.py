@@ -26,8 +26,8 @@ class ShippedModel:
 
 
 MODELS: Dict[str, ShippedModel] = {m.name: m for m in (
-    ShippedModel("accurate", "lumbarseg-spine-t2-accurate.onnx", "the best segmentation; the default"),
-    ShippedModel("fast", "lumbarseg-spine-t2-fast.onnx", "fewer filters, quicker: large batches, small machines"),
+    ShippedModel("accurate", "lumbarseg-spine-t2-accurate.onnx", "the default: best on the validation patients"),
+    ShippedModel("fast", "lumbarseg-spine-t2-fast.onnx", "half the network work: large batches, small machines"),
 )}
 DEFAULT_MODEL = "accurate"
 MODEL_CHOICES = f"{', '.join(MODELS)} or a .onnx file"
