@@ -27,3 +27,25 @@ def test_written_config_reads_back_the_same(tmp_path):
     path = tmp_path / "config.yml"
     path.write_text(config.to_yaml())
     assert load_config(path) == config
+
+
+def test_every_shipped_recipe_loads_and_matches_its_model():
+    """The recipes `make model` and configs/experiments/ name load, and each shipped model's recipe has the
+    architecture and spacing of the file it reproduces (the accurate model's two stages alike)."""
+    from pathlib import Path
+
+    from lumbarseg.model import metadata
+    from lumbarseg.model.registry import resolve_model
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    recipes = sorted(configs.glob("*.yml")) + sorted((configs / "experiments").glob("*.yml"))
+    assert len(recipes) >= 6
+    loaded = {path.name: load_config(path) for path in recipes}
+    shipped = {"fast": ["unet_spider.yml"],
+               "accurate": ["unet_spider_accurate.yml", "unet_spider_accurate_finetune.yml"]}
+    for name, files in shipped.items():
+        meta = metadata.read(resolve_model(name))
+        for file in files:
+            config = loaded[file].with_classes(meta.classes, "model")
+            assert config.spec().to_dict() == meta.spec.to_dict(), (name, file)
+            assert list(config.spacing) == list(meta.spacing), (name, file)
