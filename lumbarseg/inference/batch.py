@@ -176,15 +176,15 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
     with ThreadPoolExecutor(1, "lumbarseg-read") as reader, ThreadPoolExecutor(1, "lumbarseg-write") as writer:
         reads = {0: reader.submit(predictor.read, plan[0].case, spacing)} if plan else {}
         pending = None
-        for index, planned in enumerate(_progress(plan, desc="cases", unit="case", disable=True if single else bars,
-                                             file=sys.stderr)):
+        cases_bar = _progress(plan, desc="cases", unit="case", disable=True if single else bars, file=sys.stderr)
+        for index, planned in enumerate(cases_bar):
             case = planned.case
             if index + 1 < len(plan):
                 reads[index + 1] = reader.submit(predictor.read, plan[index + 1].case, spacing)
             try:
                 volume = reads.pop(index).result()
                 with _progress(total=volume.shape[0], desc=case.name, unit="slice", disable=bars if single else True,
-                          file=sys.stderr, leave=False) as bar:
+                               file=sys.stderr, leave=False) as bar:
                     prediction = predictor(volume, probabilities=probabilities, progress=bar)
                 spine = _analyse(prediction, planned.stem.name) if measure_spine else None  # before any writing
                 case_rows = measure(prediction, case.name)

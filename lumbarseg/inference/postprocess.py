@@ -112,9 +112,7 @@ def postprocess(mask: np.ndarray, classes: Sequence[str],
     for index, name in enumerate(classes):
         if index == 0:
             continue
-        binary = mask == index
-        if binary.any():
-            out[keep_components(binary, per_class[name])] = index
+        out[keep_components(mask == index, per_class[name])] = index  # an absent class keeps nothing
     for index, name in enumerate(classes):
         if index and per_class[name].fill_holes:
             filled = fill_holes_per_slice(out == index)
