@@ -1,4 +1,4 @@
-"""`lumbarseg dataset from-slices | from-volumes | check`: thin adapters over lumbarseg.data."""
+"""`lumbarseg dataset from-slices | from-volumes | context | check`: thin adapters over lumbarseg.data."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="regex on the volume name with a group (?P<patient>...) (default: the whole name)")
     _add_common(volumes)
     volumes.set_defaults(func=_from_volumes)
+
+    context = commands.add_parser("context", help="make a 2.5D dataset: neighbouring slices as channels",
+                                  description="Write a dataset whose samples' channels are the slices at the "
+                                              "given offsets from their own slice, same patient (edges repeat "
+                                              "the edge slice); masks, values and split are kept. The slice "
+                                              "files are shared, not copied: write it beside the input.")
+    context.add_argument("dataset", help="single-channel DeepHealth Dataset YAML written by lumbarseg dataset")
+    context.add_argument("--slices", required=True, metavar="OFFSETS",
+                         help="comma-separated slice offsets, one per channel, holding 0 (write --slices=-2,0,2)")
+    context.add_argument("-o", "--output", required=True, metavar="OUT.yml", help="dataset YAML to write")
+    context.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    context.set_defaults(func=_context)
 
     check = commands.add_parser("check", help="validate a dataset YAML and print a summary",
                                 description="Check that files exist and decode, image and mask sizes match, mask "
@@ -116,6 +128,13 @@ def _from_volumes(args: argparse.Namespace) -> int:
     label_map = LabelMap.load(args.label_map)
     dataset = from_volumes(args.images, args.labels, args.output, label_map, pattern=args.pattern,
                            split=_split_spec(args), name=args.name, overwrite=args.overwrite)
+    return _report_built(dataset)
+
+
+def _context(args: argparse.Namespace) -> int:
+    from lumbarseg.data.context import parse_offsets, write_with_slice_channels
+
+    dataset = write_with_slice_channels(args.dataset, args.output, parse_offsets(args.slices), args.overwrite)
     return _report_built(dataset)
 
 

@@ -98,18 +98,36 @@ class DeepHealthDataset:
         label = self.samples[index].label
         return self.root / label if label is not None else None
 
-    def pairs(self, split: str) -> List[Tuple[Path, Path]]:
-        """Absolute ``(image, mask)`` paths of a split, in split order."""
+    @property
+    def slice_channels(self) -> List[int]:
+        """Each input channel's slice offset from the sample's slice (2.5D input; ``[0]``: the slice alone).
+        Written by :func:`lumbarseg.data.context.with_slice_channels`; ``location`` lists the slices in this order."""
+        offsets = self.meta.get("slice_channels") or [0]
+        if (not isinstance(offsets, list) or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                or offsets.count(0) != 1):
+            raise LumbarsegError(self.where, f"{META_KEY}.slice_channels must be a list of slice offsets (integers) "
+                                             f"holding 0 once, got {offsets!r}")
+        return list(offsets)
+
+    def channel_pairs(self, split: str) -> List[Tuple[List[Path], Path]]:
+        """Absolute ``([channel images], mask)`` paths of a split, in split order; channels as ``slice_channels``."""
+        channels = len(self.slice_channels)
         out = []
         for index in self.split_indices(split):
             sample = self.samples[index]
-            if len(sample.location) != 1:
-                raise LumbarsegError(self.where, f"images[{index}]: {len(sample.location)} channel locations, "
-                                                 "lumbarseg reads single-channel images")
+            if len(sample.location) != channels:
+                raise LumbarsegError(self.where, f"images[{index}]: {len(sample.location)} channel locations, but "
+                                                 f"{META_KEY}.slice_channels names {channels}")
             if sample.label is None:
                 raise LumbarsegError(self.where, f"images[{index}] ({sample.location[0]}): no label (mask) path")
-            out.append((self.root / sample.location[0], self.root / sample.label))
+            out.append(([self.root / loc for loc in sample.location], self.root / sample.label))
         return out
+
+    def pairs(self, split: str) -> List[Tuple[Path, Path]]:
+        """Absolute ``(image, mask)`` paths of a split, in split order; the image is the sample's own slice
+        (the centre channel of a 2.5D dataset)."""
+        centre = self.slice_channels.index(0)
+        return [(images[centre], mask) for images, mask in self.channel_pairs(split)]
 
     def value(self, index: int, feature: str) -> Optional[Any]:
         """A sample's value of a feature, or None."""
@@ -325,7 +343,8 @@ def dump_dataset(dataset: DeepHealthDataset) -> str:
     return header + body
 
 
-def write_dataset(dataset: DeepHealthDataset, path: PathLike) -> None:
-    """Write the YAML atomically (locations stay relative to the YAML's folder)."""
+def write_dataset(dataset: DeepHealthDataset, path: PathLike, overwrite: bool = True) -> None:
+    """Write the YAML atomically (locations stay relative to the YAML's folder); an existing file only with
+    ``overwrite`` (the rename is exclusive without it)."""
     dataset_from_dict(dataset_to_dict(dataset), dataset.root)  # never write what we could not read back
-    write_text(path, dump_dataset(dataset))
+    write_text(path, dump_dataset(dataset), overwrite)

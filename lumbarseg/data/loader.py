@@ -23,14 +23,18 @@ import numpy as np
 from lumbarseg.data.deephealth_yaml import DeepHealthDataset, load_dataset
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.slices import read_grey
-from lumbarseg.transforms.augment import Augmenter
+from lumbarseg.transforms.augment import Augmenter, apply_steps
 from lumbarseg.transforms.ecvl_spec import AugSpec, coerce_spec, with_model_range
 
 Batch = Tuple[np.ndarray, np.ndarray]
 
 
 class SliceLoader:
-    """Batches of one split: images float32 (N, 1, H, W) and class indices int64 (N, H, W)."""
+    """Batches of one split: images float32 (N, C, H, W) and class indices int64 (N, H, W).
+
+    C is 1, or the number of a 2.5D dataset's slice channels (:mod:`lumbarseg.data.context`): every channel
+    gets the same drawn augmentation, so geometry stays aligned across them.
+    """
 
     def __init__(self, dataset: Union[DeepHealthDataset, str, Path], split: str, batch_size: int,
                  augmentation: Union[AugSpec, str, None] = None, shuffle: bool = True, seed: int = 0,
@@ -42,7 +46,7 @@ class SliceLoader:
         if workers < 0 or prefetch < 1:
             raise LumbarsegError("loader", f"need workers >= 0 and prefetch >= 1, got {workers} and {prefetch}")
         self.where = dataset.where
-        self.pairs: List[Tuple[Path, Path]] = dataset.pairs(split)
+        self.pairs: List[Tuple[List[Path], Path]] = dataset.channel_pairs(split)
         self.indices: List[int] = dataset.split_indices(split)
         if not self.pairs:
             raise LumbarsegError(self.where, f"split {split!r} is empty")
@@ -106,24 +110,29 @@ class SliceLoader:
         shapes = {image.shape for image, _ in samples}
         if len(shapes) > 1:
             first, other = samples[0][0].shape, next(s for s in shapes if s != samples[0][0].shape)
-            name = next(str(self.pairs[p][0]) for p, (image, _) in zip(positions, samples) if image.shape == other)
-            raise LumbarsegError(name, f"slice size {other[1]}x{other[0]} (WxH) differs from {first[1]}x{first[0]} "
+            name = next(str(self.pairs[p][0][0]) for p, (image, _) in zip(positions, samples) if image.shape == other)
+            raise LumbarsegError(name, f"slice size {other[2]}x{other[1]} (WxH) differs from {first[2]}x{first[1]} "
                                        "in the same batch: add 'AugResizeDim dims=(W,H)' to the augmentation")
-        images = np.stack([image for image, _ in samples])[:, None].astype(np.float32, copy=False)
+        images = np.stack([image for image, _ in samples]).astype(np.float32, copy=False)
         labels = np.stack([mask for _, mask in samples]).astype(np.int64)
         return images, labels
 
     def load_sample(self, position: int, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
-        """One (image, mask) after augmentation; randomness from (seed, epoch, dataset index)."""
-        image_path, mask_path = self.pairs[position]
-        image, mask = read_grey(image_path), read_grey(mask_path)
-        if image.shape != mask.shape:
-            raise LumbarsegError(mask_path, f"mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its "
-                                            f"image {image_path.name} ({image.shape[1]}x{image.shape[0]})")
+        """One image (C, H, W) and mask (H, W) after augmentation; randomness from (seed, epoch, dataset index)."""
+        image_paths, mask_path = self.pairs[position]
+        mask = read_grey(mask_path)
         if mask.dtype != np.uint8 or int(mask.max()) >= self.num_classes:
             raise LumbarsegError(mask_path, f"mask values up to {int(mask.max())}, expected class indices "
                                             f"0..{self.num_classes - 1}")
-        if image.dtype == np.uint16:
-            image = (image >> 8).astype(np.uint8)
-        rng = np.random.default_rng([self.seed, epoch, self.indices[position]])
-        return self.augmenter(image, mask, rng)
+        steps = self.augmenter.sample(np.random.default_rng([self.seed, epoch, self.indices[position]]))
+        channels = []
+        for image_path in image_paths:
+            image = read_grey(image_path)
+            if image.shape != mask.shape:
+                raise LumbarsegError(mask_path, f"mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its "
+                                                f"image {image_path.name} ({image.shape[1]}x{image.shape[0]})")
+            if image.dtype == np.uint16:
+                image = (image >> 8).astype(np.uint8)
+            image, out_mask = apply_steps(image, mask, steps)
+            channels.append(image)
+        return np.stack(channels), out_mask

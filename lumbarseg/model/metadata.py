@@ -26,7 +26,11 @@ OUTPUT_NAME = "probabilities"
 
 @dataclass
 class ModelMetadata:
-    """What a model expects and produces. ``spacing`` and ``input_size`` are in-plane (row, col)."""
+    """What a model expects and produces. ``spacing`` and ``input_size`` are in-plane (row, col).
+
+    ``slice_offsets`` (mm, one per input channel, 0 once) place each channel's slice along the slice axis
+    relative to the slice being segmented: ``[0.0]`` for a 2D model, e.g. ``[-1.8, 0.0, 1.8]`` for 2.5D.
+    """
 
     classes: List[str]
     colors: List[List[int]]
@@ -39,6 +43,7 @@ class ModelMetadata:
     training_data: Dict[str, Any] = field(default_factory=dict)
     engine: str = ""
     version: str = __version__
+    slice_offsets: List[float] = field(default_factory=lambda: [0.0])
 
     def __post_init__(self) -> None:
         if not self.label_values:
@@ -67,6 +72,9 @@ class ModelMetadata:
                 spec.check_input_size(self.input_size)
             except LumbarsegError as exc:
                 problems.append(exc.problem)
+        if len(self.slice_offsets) != spec.in_channels or [float(o) for o in self.slice_offsets].count(0.0) != 1:
+            problems.append(f"slice_offsets must hold one offset (mm) per input channel ({spec.in_channels}) and 0 "
+                            f"once, got {self.slice_offsets}")
         if len(self.orientation) != 3:
             problems.append(f"orientation must be three axis codes, got {self.orientation!r}")
         if problems:

@@ -15,6 +15,7 @@ import contextlib
 import math
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -102,6 +103,7 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
         config = replace(config, spacing=tuple(_scaled_spacing(ds, spacing, config)))
     spec = config.spec()
     spec.check_input_size(config.input_size, source="input_size")
+    _check_channels(ds, spec)
     replica, dev = distributed.start(engine, dev, config, len(ds.split["training"]))
     engine_cls = get_engine(engine)
     if init is not None:
@@ -146,6 +148,7 @@ def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[Pa
         raise LumbarsegError(ds.where, f"classes {ds.classes} disagree with the run's classes {run['classes']}")
     dev = parse_device(device if device is not None else run["device"])
     spec = config.spec()
+    _check_channels(ds, spec)
     replica, dev = distributed.start(run["engine"], dev, config, len(ds.split["training"]))
     engine_cls = get_engine(run["engine"])
     net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
@@ -289,11 +292,34 @@ def _load_training_dataset(path: PathLike) -> DeepHealthDataset:
     return ds
 
 
+def _check_channels(ds: DeepHealthDataset, spec: UNetSpec) -> None:
+    channels = len(ds.slice_channels)
+    if spec.in_channels != channels:
+        raise LumbarsegError(ds.where, f"its samples have {channels} channel(s) (slice_channels {ds.slice_channels}) "
+                                       f"but the config's model.in_channels is {spec.in_channels}")
+
+
+def _slice_offsets(ds: DeepHealthDataset) -> List[float]:
+    """The dataset's slice channels in mm (what ``predict`` interpolates on other slice spacings)."""
+    offsets = ds.slice_channels
+    if offsets == [0]:
+        return [0.0]
+    return [round(offset * float(ds.meta["slice_spacing"]), 6) for offset in offsets]
+
+
 def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: UNetSpec, device: Device,
                       config: ExperimentConfig) -> Engine:
+    """An engine with ``path``'s weights; a one-channel model starting a 2.5D run is inflated first."""
     meta = model_metadata.read(path)
     if list(meta.classes) != list(ds.classes):
         raise LumbarsegError(path, f"model classes {meta.classes} disagree with the dataset's {ds.classes}")
+    if meta.spec.in_channels == 1 and replace(meta.spec, in_channels=spec.in_channels) == spec != meta.spec:
+        from lumbarseg.model.inflate import inflate_input
+
+        with tempfile.TemporaryDirectory(prefix="lumbarseg-init-") as folder:
+            inflated = Path(folder) / path.name
+            inflate_input(path, inflated, _slice_offsets(ds))
+            return engine_cls.from_onnx(inflated, spec, device, threads=config.threads, seed=config.seed)
     if meta.spec != spec:
         raise LumbarsegError(path, f"model architecture {meta.spec} differs from the config's {spec}")
     return engine_cls.from_onnx(path, spec, device, threads=config.threads, seed=config.seed)
@@ -328,7 +354,7 @@ def _base_metadata(ds: DeepHealthDataset, config: ExperimentConfig, spec: UNetSp
     return model_metadata.ModelMetadata(
         classes=classes, colors=colors, architecture=spec.to_dict(), spacing=list(_spacing(ds, config)),
         input_size=list(config.input_size), normalization=dict(ds.meta.get("normalization") or DEFAULT_NORMALIZATION),
-        training_data=_training_data(ds, config), engine=engine)
+        training_data=_training_data(ds, config), engine=engine, slice_offsets=_slice_offsets(ds))
 
 
 def _training_data(ds: DeepHealthDataset, config: ExperimentConfig) -> Dict[str, Any]:
