@@ -15,8 +15,11 @@ TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yml"
 
 
 def make_dataset(folder: Path, n_train: int = 6, n_val: int = 2, size: int = 32, classes: Sequence[str] = CLASSES,
-                 splits: Optional[Dict[str, List[int]]] = None, seed: int = 0) -> Path:
-    """Slices with a bright block (class 1), a mid-grey block (2) and a thin dark-on-grey bar (3); returns the YAML."""
+                 splits: Optional[Dict[str, List[int]]] = None, seed: int = 0, per_patient: int = 0) -> Path:
+    """Slices with a bright block (class 1), a mid-grey block (2) and a thin dark-on-grey bar (3); returns the YAML.
+
+    ``per_patient``: also record features ``patient`` and ``slice``, that many consecutive slices per patient
+    (what 2.5D datasets need)."""
     rng = np.random.default_rng(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
@@ -31,10 +34,12 @@ def make_dataset(folder: Path, n_train: int = 6, n_val: int = 2, size: int = 32,
             image[mask == c] = value
         write_png(folder / "images" / f"s{i}.png", image)
         write_png(folder / "masks" / f"s{i}.png", mask)
-        samples.append(Sample([f"images/s{i}.png"], f"masks/s{i}.png"))
+        values = [f"p{i // per_patient}", 10 + i % per_patient] if per_patient else None
+        samples.append(Sample([f"images/s{i}.png"], f"masks/s{i}.png", values))
     if splits is None:
         splits = {"training": list(range(n_train)), "validation": list(range(n_train, n_train + n_val))}
     dataset = DeepHealthDataset("synthetic", "synthetic test slices", folder, samples, splits,
+                                features=["patient", "slice"] if per_patient else [],
                                 meta={"classes": list(classes), "spacing": [1.0, 1.0], "slice_spacing": 2.5})
     path = folder / "dataset.yml"
     write_dataset(dataset, path)

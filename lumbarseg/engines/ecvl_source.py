@@ -45,8 +45,11 @@ class DLDatasetSource:
 
     def _open(self, dataset: Any, batch_size: int, augs: Any) -> Any:
         ecvl = self.ecvl
+        # a 2.5D sample's locations are stacked by ECVL into one image of ColorType none ("xyo"), which it cannot
+        # convert to GRAY: ask for none, and each slice stays one channel
+        colour = ecvl.ColorType.GRAY if len(dataset.slice_channels) == 1 else ecvl.ColorType.none
         try:
-            return ecvl.DLDataset(str(dataset.source), batch_size, augs, ecvl.ColorType.GRAY, ecvl.ColorType.GRAY)
+            return ecvl.DLDataset(str(dataset.source), batch_size, augs, colour, ecvl.ColorType.GRAY)
         except RuntimeError as exc:
             raise LumbarsegError(dataset.where, f"pyecvl's DLDataset could not read it ({exc})") from None
 

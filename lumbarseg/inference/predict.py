@@ -4,8 +4,9 @@ One object (:class:`Predictor`) holds the loaded model; :func:`predict` is the o
 both ``lumbarseg predict`` and ``lumbarseg.predict(...)`` use. The steps, each undone in reverse:
 
 read -> reorient to the model's orientation (RIP: ``array[k]`` is a sagittal slice) -> normalise
-intensities per volume -> resample each slice in-plane to the model's spacing -> pad to a
-multiple of ``2**depth`` -> infer in batches (optionally with flips) -> crop -> resample the
+intensities per volume -> resample each slice in-plane to the model's spacing -> (2.5D models: stack each
+slice's neighbours at the model's ``slice_offsets`` as channels) -> pad to a multiple of ``2**depth`` ->
+infer in batches (optionally with flips) -> crop -> resample the
 class probabilities back to the slice's size (linear) -> argmax -> post-process -> label values
 -> undo the reorientation. Only permutations/flips touch the slice axis, so no voxel moves.
 """
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from lumbarseg.errors import LumbarsegError
+from lumbarseg.inference.context import channel_batch, neighbours
 from lumbarseg.inference.postprocess import ComponentRule, postprocess
 from lumbarseg.inference.runtimes import load_model
 from lumbarseg.io import limits
@@ -158,7 +160,7 @@ class Predictor:
                             f"resampled to the model's {meta.spacing[0]:g} x {meta.spacing[1]:g} mm", slice_axes=(1, 2))
         data = normalize(canonical.array, meta.normalization)
         # class indices (S, rows, cols) and, when asked for, probabilities (C, S, rows, cols), canonical grid
-        indices, probs = self._infer_volume(data, canonical.spacing[1:], progress, probabilities)
+        indices, probs = self._infer_volume(data, canonical.spacing, progress, probabilities)
         if self.postprocess:
             rules = self.postprocess if isinstance(self.postprocess, Mapping) else None
             indices = postprocess(indices, meta.classes, rules)
@@ -178,19 +180,22 @@ class Predictor:
     def _infer_volume(self, data: np.ndarray, spacing: Sequence[float], progress: Optional[Any],
                       probabilities: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Class indices (S, H, W) uint8 for normalised canonical slices ``data`` (S, H, W) of ``spacing``
-        (row, col), and their probabilities (C, S, H, W) when ``probabilities``. Each batch is resampled back and
-        reduced to indices at once, so without probabilities no (C, S, H, W) array is ever held."""
+        (slice, row, col), and their probabilities (C, S, H, W) when ``probabilities``. Each batch is resampled back
+        and reduced to indices at once, so without probabilities no (C, S, H, W) array is ever held. A 2.5D model's
+        channels are each slice's neighbours at its ``slice_offsets`` (:mod:`~lumbarseg.inference.context`)."""
         meta = self.metadata
         slices, rows, cols = data.shape
-        target_rows, target_cols = self._resampled_size((rows, cols), spacing)
+        target_rows, target_cols = self._resampled_size((rows, cols), spacing[1:])
         resized = _resize_stack(data, target_rows, target_cols, cv2.INTER_LINEAR)
+        table = neighbours(slices, spacing[0], meta.slice_offsets) if meta.spec.in_channels > 1 else None
         divisor = meta.spec.divisor
         pad_rows, pad_cols = (-target_rows) % divisor, (-target_cols) % divisor
         indices = np.empty((slices, rows, cols), dtype=np.uint8)
         out = np.empty((len(meta.classes), slices, rows, cols), dtype=np.float32) if probabilities else None
         for start in range(0, slices, self.batch_size):
-            batch = resized[start:start + self.batch_size]
-            batch = np.pad(batch, ((0, 0), (0, pad_rows), (0, pad_cols)))[:, None]  # float32 from normalize
+            stop = min(start + self.batch_size, slices)
+            batch = resized[start:stop, None] if table is None else channel_batch(resized, table, start, stop)
+            batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_rows), (0, pad_cols)))  # float32 from normalize
             probs = self._infer_batch(batch)[:, :, :target_rows, :target_cols]  # (n, C, h, w)
             for i, slice_probs in enumerate(probs):
                 full = _resize_stack(slice_probs, rows, cols, cv2.INTER_LINEAR)  # (C, rows, cols)

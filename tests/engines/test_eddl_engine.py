@@ -159,6 +159,44 @@ def test_dldataset_source_trains_on_crops_and_validates_whole_slices(tmp_path):
     x, y = next(iter(source.batches("validation", 0)))
     assert x.shape == (2, 1, 32, 32) and y.shape == (2, 32, 32)
 
+def test_dldataset_source_feeds_25d_samples_like_the_portable_loader(tmp_path):
+    """ECVL stacks a sample's locations as channels (ColorType none): the same (N, 3, H, W) batches."""
+    pytest.importorskip("pyecvl.ecvl", reason="pyecvl not installed")
+    from lumbarseg.data.context import write_with_slice_channels
+    from lumbarseg.engines.ecvl_source import DLDatasetSource
+    from lumbarseg.training.trainer import SliceLoaderSource
+
+    flat = make_dataset(tmp_path / "data", n_train=4, n_val=4, per_patient=4)
+    ds = write_with_slice_channels(flat, tmp_path / "data" / "ctx.yml", [-1, 0, 1])
+    config = tiny_config(batch_size=2, **{"model.in_channels": 3})
+    source = EddlEngine.batch_source(ds, config)
+    assert isinstance(source, DLDatasetSource) and source.channels == 3
+    images, labels = zip(*source.batches("validation", 0))
+    portable = list(SliceLoaderSource(ds, config).batches("validation", 0))
+    assert np.concatenate(images).shape == (4, 3, 32, 32)
+    np.testing.assert_allclose(np.concatenate(images), np.concatenate([b[0] for b in portable]), atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate(labels), np.concatenate([b[1] for b in portable]))
+    x, _ = next(iter(source.batches("training", 0)))
+    assert x.shape == (2, 3, 32, 32)
+
+
+def test_eddl_fine_tunes_an_inflated_2d_model_on_25d_data(tmp_path):
+    pytest.importorskip("pyecvl.ecvl", reason="pyecvl not installed")
+    from lumbarseg.data.context import write_with_slice_channels
+    from lumbarseg.model import metadata
+    from lumbarseg.training.trainer import train
+
+    flat = make_dataset(tmp_path / "data", n_train=4, n_val=4, per_patient=4)
+    ctx = tmp_path / "data" / "ctx.yml"
+    write_with_slice_channels(flat, ctx, [-1, 0, 1])
+    train(flat, tiny_config(epochs=1), tmp_path / "flat", engine="eddl", progress=False)
+    config = tiny_config(epochs=1, **{"model.in_channels": 3})
+    result = train(ctx, config, tmp_path / "ctx", engine="eddl", init=tmp_path / "flat" / "best.onnx", progress=False)
+    assert result.epochs_done == 1
+    meta = metadata.read(tmp_path / "ctx" / "best.onnx")
+    assert meta.engine == "eddl" and meta.spec.in_channels == 3 and meta.slice_offsets == [-2.5, 0.0, 2.5]
+
+
 def test_cli_trains_one_epoch_with_eddl(tmp_path, capsys):
     from lumbarseg.cli import main
     from lumbarseg.model import metadata

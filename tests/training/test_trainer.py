@@ -254,3 +254,30 @@ def test_export_run_best_and_last(dataset, tmp_path):
         assert meta.training_data["checkpoint"] == which and meta.classes == CLASSES
     with pytest.raises(LumbarsegError, match="not a lumbarseg run directory"):
         trainer.export_run(tmp_path, tmp_path / "x.onnx")
+
+
+def test_a_25d_run_records_its_slice_offsets_and_starts_from_an_inflated_2d_model(tmp_path):
+    """2D model -> --init of a 2.5D run: epoch 0 is the 2D model (neighbour weights zero), then it trains."""
+    from lumbarseg.data.context import write_with_slice_channels
+
+    flat = make_dataset(tmp_path / "data", n_train=4, n_val=4, per_patient=4)
+    ctx = tmp_path / "data" / "ctx.yml"
+    write_with_slice_channels(flat, ctx, [-1, 0, 1])
+    train(flat, tiny_config(epochs=1), tmp_path / "flat", progress=False)
+    with pytest.raises(LumbarsegError, match=r"3 channel\(s\).*model.in_channels is 1"):
+        train(ctx, tiny_config(epochs=1), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+    config = tiny_config(epochs=1, **{"model.in_channels": 3, "optimizer.lr": 1e-9})
+    train(ctx, config, tmp_path / "ctx", init=tmp_path / "flat" / "best.onnx", progress=False)
+    meta = metadata.read(tmp_path / "ctx" / "best.onnx")
+    assert meta.spec.in_channels == 3 and meta.slice_offsets == [-2.5, 0.0, 2.5]  # slice_spacing 2.5 mm
+    first = model_state(tmp_path / "flat" / "best.ckpt")["encoder.0.0.0.weight"]
+    weights = model_state(tmp_path / "ctx" / "best.ckpt")["encoder.0.0.0.weight"]
+    assert weights.shape[1] == 3
+    torch.testing.assert_close(weights[:, 1], first[:, 0], atol=1e-6, rtol=0)  # lr 1e-9: the inflated start
+    assert weights[:, [0, 2]].abs().max() < 1e-6
+    flat_dice = json.loads((tmp_path / "flat" / "log.json").read_text())["epochs"][0]["mean_dice"]
+    ctx_dice = json.loads((tmp_path / "ctx" / "log.json").read_text())["epochs"][0]["mean_dice"]
+    assert ctx_dice == pytest.approx(flat_dice, abs=1e-6)
+    result = train(ctx, tiny_config(epochs=1, **{"model.in_channels": 3}), tmp_path / "scratch", progress=False)
+    assert result.epochs_done == 1
