@@ -57,23 +57,32 @@ demo: install
 
 # Reproduce a shipped model (MODEL=accurate|fast, default accurate) from the SPIDER PNG export: dataset,
 # training with the model's recipe, export to its file in models/, test-split report in the run folder.
-# accurate trains in two stages: its recipe, then a second cosine cycle from that run's best model.
+# accurate trains in three stages: its recipe; a second cosine cycle from that run's best model; then 2.5D
+# (neighbouring slices as channels, dataset `context`) from the second stage's best model, inflated.
 MODEL ?= accurate
 MODEL_CONFIG_accurate := configs/unet_spider_accurate.yml
 MODEL_CONFIG_fast := configs/unet_spider.yml
 MODEL_FINETUNE_accurate := configs/unet_spider_accurate_finetune.yml
+MODEL_CONTEXT_accurate := configs/unet_spider_accurate_25d.yml
+MODEL_SLICES_accurate := -2,0,2
 MODEL_CONFIG = $(or $(MODEL_CONFIG_$(MODEL)),$(error MODEL=$(MODEL): choose accurate or fast))
 MODEL_FINETUNE = $(MODEL_FINETUNE_$(MODEL))
+MODEL_CONTEXT = $(MODEL_CONTEXT_$(MODEL))
 MODEL_FILE = models/lumbarseg-spine-t2-$(MODEL).onnx
 RUN ?= build/runs/$(MODEL)
-FINAL_RUN = $(if $(MODEL_FINETUNE),$(RUN)-finetune,$(RUN))
+FINETUNE_RUN = $(if $(MODEL_FINETUNE),$(RUN)-finetune,$(RUN))
+FINAL_RUN = $(if $(MODEL_CONTEXT),$(RUN)-25d,$(FINETUNE_RUN))
 
 model: install
 	$(PYTHON) -m lumbarseg dataset from-slices $(SPIDER)/images $(SPIDER)/masks --label-map spider-png \
 		--spacing 0.47,0.47,0.9 --split 0.8,0.1,0.1 --seed 0 -o build/spider/spider.yml --overwrite
 	$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config $(MODEL_CONFIG) --out $(RUN)
 	$(if $(MODEL_FINETUNE),$(PYTHON) -m lumbarseg train --dataset build/spider/spider.yml --config $(MODEL_FINETUNE) \
-		--init $(RUN)/best.onnx --out $(FINAL_RUN))
+		--init $(RUN)/best.onnx --out $(FINETUNE_RUN))
+	$(if $(MODEL_CONTEXT),$(PYTHON) -m lumbarseg dataset context build/spider/spider.yml \
+		--slices=$(MODEL_SLICES_$(MODEL)) -o build/spider/spider_25d.yml --overwrite)
+	$(if $(MODEL_CONTEXT),$(PYTHON) -m lumbarseg train --dataset build/spider/spider_25d.yml \
+		--config $(MODEL_CONTEXT) --init $(FINETUNE_RUN)/best.onnx --out $(FINAL_RUN))
 	$(PYTHON) -m lumbarseg export $(FINAL_RUN) -o $(MODEL_FILE) --overwrite
 	$(PYTHON) -m lumbarseg evaluate --dataset build/spider/spider.yml --split test --model $(MODEL_FILE) \
 		-o $(FINAL_RUN)/test-report --overwrite

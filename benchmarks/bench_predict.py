@@ -107,10 +107,13 @@ def network_seconds(model_path: Path, rows: int, cols: int) -> float:
     """Best of 3: seconds onnxruntime needs for SLICES slices in batches of 2 (as the CLI), THREADS threads."""
     import onnxruntime as ort
 
+    from lumbarseg.model import metadata
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    batch = np.random.default_rng(0).random((2, 1, rows, cols), dtype=np.float32)
+    channels = metadata.read(model_path).spec.in_channels
+    batch = np.random.default_rng(0).random((2, channels, rows, cols), dtype=np.float32)
     session.run(None, {"image": batch})
     times = []
     for _ in range(3):

@@ -67,18 +67,20 @@ def resolve_model(model: Union[str, Path, None] = None) -> Path:
 
 
 def describe() -> List[Dict[str, Any]]:
-    """One row per shipped model: name, file (None when not installed), spacing, parameters, card, purpose."""
+    """One row per shipped model: name, file (None when not installed), spacing, input slice offsets (mm; one per
+    channel), parameters, card, purpose."""
     from lumbarseg.model import metadata
 
     rows = []
     for entry in MODELS.values():
         path = shipped_file(entry.file)
         row: Dict[str, Any] = {"name": entry.name, "default": entry.name == DEFAULT_MODEL, "file": path,
-                               "spacing": None, "parameters": None, "card": shipped_file(entry.card),
+                               "spacing": None, "slices": None, "parameters": None, "card": shipped_file(entry.card),
                                "purpose": entry.purpose}
         if path is not None:
             meta = metadata.read(path)
             row["spacing"] = list(meta.spacing)
+            row["slices"] = list(meta.slice_offsets)
             row["parameters"] = meta.spec.architecture().num_parameters()
         rows.append(row)
     return rows

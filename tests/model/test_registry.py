@@ -64,6 +64,7 @@ def test_describe_reads_spacing_and_parameters_from_each_file():
         meta = metadata.read(row["file"])
         assert row["spacing"] == list(meta.spacing) and row["card"] == REPO / "models" / MODELS[name].card
         assert row["parameters"] == meta.spec.architecture().num_parameters() > 0
+        assert row["slices"] == meta.slice_offsets and len(row["slices"]) == meta.spec.in_channels
 
 
 def test_cli_lists_models_and_takes_names_everywhere(tmp_path):
