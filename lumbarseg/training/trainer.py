@@ -304,6 +304,9 @@ def _slice_offsets(ds: DeepHealthDataset) -> List[float]:
     offsets = ds.slice_channels
     if offsets == [0]:
         return [0.0]
+    if not ds.meta.get("slice_spacing"):
+        raise LumbarsegError(ds.where, "has slice channels but no slice_spacing: the model could not place its "
+                                       "neighbour slices in millimetres")
     return [round(offset * float(ds.meta["slice_spacing"]), 6) for offset in offsets]
 
 
@@ -313,7 +316,8 @@ def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: 
     meta = model_metadata.read(path)
     if list(meta.classes) != list(ds.classes):
         raise LumbarsegError(path, f"model classes {meta.classes} disagree with the dataset's {ds.classes}")
-    if meta.spec.in_channels == 1 and replace(meta.spec, in_channels=spec.in_channels) == spec != meta.spec:
+    widened = replace(meta.spec, in_channels=spec.in_channels)
+    if meta.spec.in_channels == 1 < spec.in_channels and widened == spec:
         from lumbarseg.model.inflate import inflate_input
 
         with tempfile.TemporaryDirectory(prefix="lumbarseg-init-") as folder:

@@ -281,3 +281,12 @@ def test_a_25d_run_records_its_slice_offsets_and_starts_from_an_inflated_2d_mode
     assert ctx_dice == pytest.approx(flat_dice, abs=1e-6)
     result = train(ctx, tiny_config(epochs=1, **{"model.in_channels": 3}), tmp_path / "scratch", progress=False)
     assert result.epochs_done == 1
+    from lumbarseg.data.deephealth_yaml import load_dataset, write_dataset
+
+    unplaced = load_dataset(ctx)
+    del unplaced.meta["slice_spacing"]
+    write_dataset(unplaced, tmp_path / "data" / "unplaced.yml")
+    with pytest.raises(LumbarsegError, match="no slice_spacing"):
+        train(tmp_path / "data" / "unplaced.yml", tiny_config(epochs=1, **{"model.in_channels": 3}),
+              tmp_path / "unplaced", progress=False)
+    assert not (tmp_path / "unplaced").exists()
