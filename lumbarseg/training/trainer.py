@@ -3,7 +3,8 @@
 The loop knows engines only through ``lumbarseg.engines.base.Engine`` and batches only through a
 :class:`BatchSource` (by default the portable ``SliceLoader``; an engine may offer its own, e.g.
 EDDL from pyecvl's DLDataset, through a ``batch_source(dataset, config)`` classmethod). The run
-directory layout and its atomicity are in ``rundir.py``.
+directory layout and its atomicity are in ``rundir.py``; what the run's models record (metadata, 2.5D slice
+offsets, the training record) in ``provenance.py``.
 
 Validation Dice per class is pooled over the whole validation split (all slices' voxels counted
 together); a class absent from both the masks and the prediction scores 1. The mean Dice is the
@@ -29,12 +30,10 @@ from lumbarseg.engines.base import Engine
 from lumbarseg.engines.registry import Device, get_engine, parse_device
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_path, write_text
-from lumbarseg.io.intensity import DEFAULT_NORMALIZATION
-from lumbarseg.io.slices import read_grey
 from lumbarseg.model import metadata as model_metadata
 from lumbarseg.model.registry import resolve_model
 from lumbarseg.networks.unet import UNetSpec
-from lumbarseg.training import distributed, rundir
+from lumbarseg.training import distributed, provenance, rundir
 from lumbarseg.training.logs import write_logs
 
 Batch = Tuple[np.ndarray, np.ndarray]
@@ -100,7 +99,7 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
     ds = _load_training_dataset(dataset)
     config = config.with_classes(ds.classes, source=ds.where)
     if spacing is not None:
-        config = replace(config, spacing=tuple(_scaled_spacing(ds, spacing, config)))
+        config = replace(config, spacing=tuple(provenance.scaled_spacing(ds, spacing, config)))
     spec = config.spec()
     spec.check_input_size(config.input_size, source="input_size")
     _check_channels(ds, spec)
@@ -114,7 +113,7 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
     replica.prepare(net)
     net.configure_training(config.optimizer, config.loss)
     source = _batch_source(engine_cls, ds, config, batch_source, replica)
-    meta = _base_metadata(ds, config, spec, engine)
+    meta = provenance.base_metadata(ds, config, spec, engine)
     existed = out.is_dir()
     replica.barrier()
     if replica.is_main:
@@ -200,7 +199,7 @@ def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentC
             state["best_dice"], state["best_epoch"] = record["mean_dice"], epoch + 1
             if replica.is_main:
                 engine.save_checkpoint(run_dir / rundir.BEST_CHECKPOINT)
-                export_model(engine, run_dir / rundir.BEST_ONNX, _with_training_record(meta, ds, config, state))
+                export_model(engine, run_dir / rundir.BEST_ONNX, provenance.with_training_record(meta, config, state))
         value, previous = record[config.early_stopping.metric], state["stop_best"]
         if previous is None or (value > previous if better == "max" else value < previous):
             state["stop_best"], state["stale_epochs"] = value, 0
@@ -299,17 +298,6 @@ def _check_channels(ds: DeepHealthDataset, spec: UNetSpec) -> None:
                                        f"but the config's model.in_channels is {spec.in_channels}")
 
 
-def _slice_offsets(ds: DeepHealthDataset) -> List[float]:
-    """The dataset's slice channels in mm (what ``predict`` interpolates on other slice spacings)."""
-    offsets = ds.slice_channels
-    if offsets == [0]:
-        return [0.0]
-    if not ds.meta.get("slice_spacing"):
-        raise LumbarsegError(ds.where, "has slice channels but no slice_spacing: the model could not place its "
-                                       "neighbour slices in millimetres")
-    return [round(offset * float(ds.meta["slice_spacing"]), 6) for offset in offsets]
-
-
 def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: UNetSpec, device: Device,
                       config: ExperimentConfig) -> Engine:
     """An engine with ``path``'s weights; a one-channel model starting a 2.5D run is inflated first."""
@@ -322,7 +310,7 @@ def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: 
 
         with tempfile.TemporaryDirectory(prefix="lumbarseg-init-") as folder:
             inflated = Path(folder) / path.name
-            inflate_input(path, inflated, _slice_offsets(ds))
+            inflate_input(path, inflated, provenance.slice_offsets(ds))
             return engine_cls.from_onnx(inflated, spec, device, threads=config.threads, seed=config.seed)
     if meta.spec != spec:
         raise LumbarsegError(path, f"model architecture {meta.spec} differs from the config's {spec}")
@@ -347,58 +335,6 @@ def _check_batch(images: np.ndarray, labels: np.ndarray, spec: UNetSpec) -> None
     if tuple(labels.shape[1:]) != size:
         raise LumbarsegError("augmentation.training", f"images come out {size} but masks {tuple(labels.shape[1:])}")
     spec.check_input_size(size, source="augmentation.training: batches")
-
-
-def _base_metadata(ds: DeepHealthDataset, config: ExperimentConfig, spec: UNetSpec,
-                   engine: str) -> model_metadata.ModelMetadata:
-    classes = list(ds.classes)
-    colours = ds.meta.get("colors") or {}
-    defaults = dict(zip(ds.label_map.classes, ds.label_map.colors))
-    colors = [list(colours.get(name, defaults[name])) for name in classes]
-    return model_metadata.ModelMetadata(
-        classes=classes, colors=colors, architecture=spec.to_dict(), spacing=list(_spacing(ds, config)),
-        input_size=list(config.input_size), normalization=dict(ds.meta.get("normalization") or DEFAULT_NORMALIZATION),
-        training_data=_training_data(ds, config), engine=engine, slice_offsets=_slice_offsets(ds))
-
-
-def _training_data(ds: DeepHealthDataset, config: ExperimentConfig) -> Dict[str, Any]:
-    """The dataset's record in the model; ``slice_spacing`` (mm) is what ``predict`` assumes for PNG slices,
-    ``flips`` the flips the model was trained with (``predict --tta`` uses only those)."""
-    names = {node.name for node in sized_augmentation(config, "training").walk()}
-    record: Dict[str, Any] = {"dataset": ds.name, "description": ds.description,
-                              "slices": {split: len(ds.split.get(split, [])) for split in ("training", "validation")},
-                              "flips": sorted(names & {"AugMirror", "AugFlip"})}
-    if ds.meta.get("slice_spacing"):
-        record["slice_spacing"] = float(ds.meta["slice_spacing"])
-    return record
-
-
-def _spacing(ds: DeepHealthDataset, config: ExperimentConfig) -> Sequence[float]:
-    """mm per pixel at ``input_size``: the config's, or the dataset's scaled by the resize."""
-    if config.spacing is not None:
-        return config.spacing
-    if ds.spacing is None:
-        raise LumbarsegError(ds.where, "in-plane spacing unknown: give the slices' pixel spacing with train "
-                                       "--spacing ROW,COL (or dataset from-slices --spacing)")
-    return _scaled_spacing(ds, ds.spacing, config)
-
-
-def _scaled_spacing(ds: DeepHealthDataset, spacing: Sequence[float], config: ExperimentConfig) -> Sequence[float]:
-    """The slices' pixel spacing scaled by the resize to ``input_size``."""
-    values = [float(v) for v in spacing]
-    if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
-        raise LumbarsegError("--spacing", f"need ROW,COL positive millimetres, got {list(spacing)}")
-    image = read_grey(ds.pairs("training")[0][0])
-    return tuple(round(s * n / m, 6) for s, n, m in zip(values, image.shape, config.input_size))
-
-
-def _with_training_record(meta: model_metadata.ModelMetadata, ds: DeepHealthDataset, config: ExperimentConfig,
-                          state: Dict[str, Any]) -> model_metadata.ModelMetadata:
-    record = dict(meta.training_data)
-    record.update({"epochs": state["epoch"], "best_epoch": state["best_epoch"],
-                   "validation_mean_dice": round(state["best_dice"], 6), "seed": config.seed,
-                   "optimizer": asdict(config.optimizer)})
-    return replace(meta, training_data=record)
 
 
 def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best", overwrite: bool = False) -> Path:
