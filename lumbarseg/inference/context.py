@@ -26,7 +26,7 @@ def neighbours(count: int, slice_mm: float, offsets_mm: Sequence[float]) -> Neig
 def channel_batch(stack: np.ndarray, table: Neighbours, start: int, stop: int) -> np.ndarray:
     """Slices ``start:stop`` of ``stack`` (S, H, W) as a (n, channels, H, W) float32 batch."""
     below, above, weight = (part[start:stop] for part in table)
-    batch = stack[below].astype(np.float32, copy=True)
+    batch = stack[below].astype(np.float32, copy=False)  # fancy indexing already gave a new array to blend in
     blend = weight > 0
     if blend.any():
         w = weight[blend][:, None, None]
