@@ -43,6 +43,9 @@ def _env() -> Dict[str, str]:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(THREADS)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # An installed package has its bytecode compiled (pip does it); without this, a shell that sets
+    # PYTHONDONTWRITEBYTECODE would make every run recompile lumbarseg's sources (about 0.07 s).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
