@@ -305,7 +305,7 @@ def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: 
     if list(meta.classes) != list(ds.classes):
         raise LumbarsegError(path, f"model classes {meta.classes} disagree with the dataset's {ds.classes}")
     widened = replace(meta.spec, in_channels=spec.in_channels)
-    if meta.spec.in_channels == 1 < spec.in_channels and widened == spec:
+    if meta.spec.in_channels == 1 and spec.in_channels > 1 and widened == spec:
         from lumbarseg.model.inflate import inflate_input
 
         with tempfile.TemporaryDirectory(prefix="lumbarseg-init-") as folder:

@@ -159,6 +159,7 @@ def test_dldataset_source_trains_on_crops_and_validates_whole_slices(tmp_path):
     x, y = next(iter(source.batches("validation", 0)))
     assert x.shape == (2, 1, 32, 32) and y.shape == (2, 32, 32)
 
+
 def test_dldataset_source_feeds_25d_samples_like_the_portable_loader(tmp_path):
     """ECVL stacks a sample's locations as channels (ColorType none): the same (N, 3, H, W) batches."""
     pytest.importorskip("pyecvl.ecvl", reason="pyecvl not installed")

@@ -259,6 +259,7 @@ def test_export_run_best_and_last(dataset, tmp_path):
 def test_a_25d_run_records_its_slice_offsets_and_starts_from_an_inflated_2d_model(tmp_path):
     """2D model -> --init of a 2.5D run: epoch 0 is the 2D model (neighbour weights zero), then it trains."""
     from lumbarseg.data.context import write_with_slice_channels
+    from lumbarseg.data.deephealth_yaml import load_dataset, write_dataset
 
     flat = make_dataset(tmp_path / "data", n_train=4, n_val=4, per_patient=4)
     ctx = tmp_path / "data" / "ctx.yml"
@@ -281,8 +282,6 @@ def test_a_25d_run_records_its_slice_offsets_and_starts_from_an_inflated_2d_mode
     assert ctx_dice == pytest.approx(flat_dice, abs=1e-6)
     result = train(ctx, tiny_config(epochs=1, **{"model.in_channels": 3}), tmp_path / "scratch", progress=False)
     assert result.epochs_done == 1
-    from lumbarseg.data.deephealth_yaml import load_dataset, write_dataset
-
     unplaced = load_dataset(ctx)
     del unplaced.meta["slice_spacing"]
     write_dataset(unplaced, tmp_path / "data" / "unplaced.yml")
