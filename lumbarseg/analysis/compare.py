@@ -46,7 +46,7 @@ def compare(pred: SpineReport, truth: SpineReport, case: str = "") -> List[Dict[
             if a is not None and b is not None:
                 rows.append({"case": case, "level": level.name, "kind": level.kind, "measurement": key,
                              "prediction": float(a), "expert": float(b), "difference": float(a) - float(b),
-                             "dice": dice.get(level.name)})
+                             "dice": dice.get(level.name), "uncertain": other.uncertain or level.uncertain})
     for key in ALIGNMENT:
         a, b = pred.alignment.get(key), truth.alignment.get(key)
         if a is not None and b is not None:
