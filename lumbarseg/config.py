@@ -19,7 +19,7 @@ directory's ``config.yml`` reproduces the run.
       validation: null
     seed: 0
     early_stopping: {patience: 10, metric: mean_dice}
-    distributed: {sync_every: 1, timeout_s: 600}   # multi-process runs only (README "Training on a cluster")
+    distributed: {sync_every: 1, timeout_s: 600}   # multi-process runs only (docs/guides/cluster.md)
 """
 from __future__ import annotations
 
@@ -149,7 +149,19 @@ class ExperimentConfig:
 
 
 def load_config(path: Union[str, Path, None], overrides: Optional[Mapping[str, Any]] = None) -> ExperimentConfig:
-    """The config from a YAML file (None: defaults), then ``overrides`` by dotted key (``optimizer.lr``)."""
+    """Read an experiment config and apply overrides.
+
+    Args:
+        path: a YAML file (None: the defaults).
+        overrides: values by dotted key (e.g. `{"optimizer.lr": 3e-4, "epochs": 2}`), as the CLI flags give them.
+
+    Returns:
+        The validated, frozen config.
+
+    Raises:
+        LumbarsegError: an unknown key (with the nearest known one), a wrong type or an impossible value, naming
+            the key.
+    """
     data: Dict[str, Any] = {}
     source = "config"
     if path is not None:

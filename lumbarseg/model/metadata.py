@@ -26,10 +26,11 @@ OUTPUT_NAME = "probabilities"
 
 @dataclass
 class ModelMetadata:
-    """What a model expects and produces. ``spacing`` and ``input_size`` are in-plane (row, col).
+    """What a model expects and produces: the JSON under its `metadata_props["lumbarseg"]`.
 
-    ``slice_offsets`` (mm, one per input channel, 0 once) place each channel's slice along the slice axis
-    relative to the slice being segmented: ``[0.0]`` for a 2D model, e.g. ``[-1.8, 0.0, 1.8]`` for 2.5D.
+    `spacing` and `input_size` are in-plane (row, col). `slice_offsets` (mm, one per input channel, 0 once)
+    place each channel's slice along the slice axis relative to the slice being segmented: `[0.0]` for a 2D
+    model, e.g. `[-1.8, 0.0, 1.8]` for 2.5D. Every field: the manual's ONNX contract page.
     """
 
     classes: List[str]
@@ -140,7 +141,17 @@ def embed(path: Union[str, Path], metadata: ModelMetadata) -> None:
 
 
 def read(path: Union[str, Path]) -> ModelMetadata:
-    """The metadata of a lumbarseg ONNX file; a clear error when it is missing or wrong."""
+    """The metadata of a lumbarseg ONNX file (`metadata_props["lumbarseg"]`).
+
+    Args:
+        path: the ONNX file.
+
+    Returns:
+        The `ModelMetadata`.
+
+    Raises:
+        LumbarsegError: no such file, not ONNX, or metadata missing or contradicting the graph.
+    """
     path = Path(path)
     model = _load_onnx(path)
     return from_properties({entry.key: entry.value for entry in model.metadata_props}, path)
