@@ -34,7 +34,7 @@ $(STAMP): setup.py $(MAKE_VENV)
 install: $(STAMP)
 
 lint: install
-	$(PYTHON) -m ruff check lumbarseg tests benchmarks datasets setup.py
+	$(PYTHON) -m ruff check lumbarseg tests benchmarks datasets docs setup.py
 	$(VERMIN) --no-tips --violations -t=3.8- --backport dataclasses --eval-annotations lumbarseg setup.py
 
 # The 3.8 import run comes before the suite so that pytest's closing line is the whole suite's.
