@@ -112,30 +112,31 @@ def key_rows(cls: type, prefix: str = "") -> list:
     for field in _config_fields(cls):
         hint = hints[field.name]
         if dataclasses.is_dataclass(hint):
-            first_line = (inspect.getdoc(hint) or "").split("\n\n")[0].replace("\n", " ")
-            rows.append(f"| `{prefix}{field.name}` | section | | {cell(comments.get(field.name, first_line))} |")
+            own_doc = hint.__doc__ if not (hint.__doc__ or "").startswith(hint.__name__ + "(") else ""  # not the repr
+            first_line = inspect.cleandoc(own_doc or "").split("\n\n")[0].replace("\n", " ")
+            rows.append(f"| `{prefix}{field.name}` | section | {cell(comments.get(field.name) or first_line)} |")
             rows += key_rows(hint, f"{prefix}{field.name}.")
             continue
         default = default_of(field)
-        rows.append(f"| `{prefix}{field.name}` | `{cell(type_name(hint))}` | `{cell(default)}` | "
+        rows.append(f"| `{prefix}{field.name}` | `{cell(type_name(hint))}` = `{cell(default)}` | "
                     f"{cell(comments.get(field.name, ''))} |")
     return rows
 
 
 with mkdocs_gen_files.open("reference/config.md", "a") as out:
     out.write("\n## Every key\n\nFrom the config's dataclasses (`lumbarseg.config`), generated when the manual is "
-              "built.\n\n| key | type | default | meaning |\n|---|---|---|---|\n")
+              "built.\n\n| key | type = default | meaning |\n|---|---|---|\n")
     out.write("\n".join(key_rows(ExperimentConfig)) + "\n")
 
 with mkdocs_gen_files.open("reference/onnx-contract.md", "a") as out:
     hints, comments = typing.get_type_hints(ModelMetadata), field_comments(ModelMetadata)
     out.write("\n## Metadata fields\n\nThe JSON object under `metadata_props[\"lumbarseg\"]`, from "
               "`lumbarseg.model.metadata.ModelMetadata` (generated when the manual is built).\n\n"
-              "| field | type | default | meaning |\n|---|---|---|---|\n")
+              "| field | type = default | meaning |\n|---|---|---|\n")
     for field in dataclasses.fields(ModelMetadata):
         default = default_of(field)
-        shown = "required" if default is None and field.default is dataclasses.MISSING else f"`{cell(default)}`"
-        out.write(f"| `{field.name}` | `{cell(type_name(hints[field.name]))}` | {shown} | "
+        shown = "(required)" if default is None and field.default is dataclasses.MISSING else f"= `{cell(default)}`"
+        out.write(f"| `{field.name}` | `{cell(type_name(hints[field.name]))}` {shown} | "
                   f"{cell(comments.get(field.name, ''))} |\n")
 
 
