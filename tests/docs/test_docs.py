@@ -138,6 +138,7 @@ class Workspace:
         for name in ("datasets", "configs", "models"):
             (root / name).symlink_to(ROOT / name, target_is_directory=True)
         self.done: Dict[str, Optional[str]] = {}  # page -> None (ran) or why it failed
+        self.skipped: List[str] = []  # "page block N: needs MODULE" for blocks whose modules are missing
 
     def run_through(self, page: str) -> None:
         """Run every page's blocks up to and including ``page`` (those not run yet), then fail or skip for it."""
@@ -154,7 +155,7 @@ class Workspace:
         for number, block in enumerate(runnable_blocks(page), 1):
             missing = [m for m in block.needs if importlib.util.find_spec(m) is None]
             if missing:
-                self.skipped = getattr(self, "skipped", []) + [f"{page} block {number}: needs {', '.join(missing)}"]
+                self.skipped.append(f"{page} block {number}: needs {', '.join(missing)}")
                 continue
             command = (["bash", "-euo", "pipefail", "-c", block.code] if block.language == "bash"
                        else [sys.executable, "-c", block.code])
@@ -173,7 +174,7 @@ def workspace(tmp_path_factory) -> Workspace:
 @pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES)
 def test_runnable_examples_run_on_the_sample(workspace, page):
     workspace.run_through(page)
-    skipped = [s for s in getattr(workspace, "skipped", []) if s.startswith(page)]
+    skipped = [s for s in workspace.skipped if s.startswith(page + " ")]
     if skipped:
         pytest.skip("; ".join(skipped))
 
@@ -234,8 +235,6 @@ def browse(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("page, heading", [("", "lumbarseg"), ("reference/cli/", "Command line")])
 def test_site_renders_with_its_navigation_in_headless_chromium(served, tmp_path, page, heading):
-    browser = chromium()
-    assert browser
     dom = browse(f"{served}/{page}", tmp_path / "profile-dom", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     nav = re.findall(r'<label class="md-nav__link"[^>]*>.*?<span class="md-ellipsis">\s*([^<]+?)\s*</span>',
