@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import html
 import inspect
 import re
 import typing
@@ -35,6 +36,11 @@ def cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
 
+def code(text: object) -> str:
+    """Code inside a Markdown table cell: HTML, since a backslash-escaped pipe would show inside backticks."""
+    return "<code>" + html.escape(str(text)).replace("|", "&#124;") + "</code>"
+
+
 # --- the command line -------------------------------------------------------------------------------------------
 
 def subcommands(parser: argparse.ArgumentParser) -> list:
@@ -53,15 +59,15 @@ def option_rows(parser: argparse.ArgumentParser) -> list:
         if action.help == argparse.SUPPRESS or isinstance(action, (argparse._SubParsersAction, argparse._HelpAction)):
             continue  # -h/--help: on every command, said once on top of the page
         name = ", ".join(action.option_strings) or action.metavar or action.dest
-        value = "" if action.nargs == 0 else formatter._format_args(action, action.dest.upper())
-        if not action.option_strings:
-            value = ""
+        takes_value = bool(action.option_strings) and action.nargs != 0  # not a positional, not a switch
+        value = formatter._format_args(action, action.dest.upper()) if takes_value else ""
         default = action.default
-        shown = "" if default in (None, False, argparse.SUPPRESS) or action.nargs == 0 else f"`{default}`"
+        hidden = default is None or default is False or default == argparse.SUPPRESS or action.nargs == 0
+        shown = "" if hidden else code(default)
         text = formatter._expand_help(action) if action.help else ""
         if action.required:
             text = f"**required.** {text}"
-        rows.append(f"| `{cell(name)}` | {f'`{cell(value)}`' if value else ''} | {cell(shown)} | {cell(text)} |")
+        rows.append(f"| {code(name)} | {code(value) if value else ''} | {shown} | {cell(text)} |")
     return rows
 
 
@@ -118,7 +124,7 @@ def key_rows(cls: type, prefix: str = "") -> list:
             rows += key_rows(hint, f"{prefix}{field.name}.")
             continue
         default = default_of(field)
-        rows.append(f"| `{prefix}{field.name}` | `{cell(type_name(hint))}` = `{cell(default)}` | "
+        rows.append(f"| `{prefix}{field.name}` | {code(type_name(hint))} = {code(default)} | "
                     f"{cell(comments.get(field.name, ''))} |")
     return rows
 
@@ -135,8 +141,8 @@ with mkdocs_gen_files.open("reference/onnx-contract.md", "a") as out:
               "| field | type = default | meaning |\n|---|---|---|\n")
     for field in dataclasses.fields(ModelMetadata):
         default = default_of(field)
-        shown = "(required)" if default is None and field.default is dataclasses.MISSING else f"= `{cell(default)}`"
-        out.write(f"| `{field.name}` | `{cell(type_name(hints[field.name]))}` {shown} | "
+        shown = "(required)" if default is None and field.default is dataclasses.MISSING else f"= {code(default)}"
+        out.write(f"| `{field.name}` | {code(type_name(hints[field.name]))} {shown} | "
                   f"{cell(comments.get(field.name, ''))} |\n")
 
 
@@ -148,4 +154,3 @@ for picture in sorted((ROOT / "models").glob("*.png")):
 for model in MODELS.values():
     with mkdocs_gen_files.open(f"models/{model.name}.md", "w") as out:
         out.write((ROOT / "models" / model.card).read_text(encoding="utf-8"))
-    mkdocs_gen_files.set_edit_path(f"models/{model.name}.md", f"../models/{model.card}")

@@ -241,7 +241,9 @@ def test_site_renders_with_its_navigation_in_headless_chromium(served, tmp_path,
                      dom.stdout, re.S)
     for section in ("Getting started", "Guides", "Reference", "Models"):
         assert section in nav, (section, nav)
-    assert f">{heading}<" in dom.stdout or f">{heading}</h1>" in dom.stdout
+    assert re.search(rf"<h1[^>]*>\s*{heading}\b", dom.stdout), f"no heading {heading!r}"
+    assert re.search(r'<a href="[^"]*api/" class="md-nav__link">\s*<span class="md-ellipsis">\s*Python API',
+                     dom.stdout), "no link to the Python API in the navigation"
     shot = tmp_path / "page.png"
     result = browse(f"{served}/{page}", tmp_path / "profile-shot", f"--screenshot={shot}")
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
