@@ -7,17 +7,21 @@ tube that follows the spine's curve, so its centre, row by row (head to foot), i
 (:func:`trace`). A vertebra or disc component belongs to the column when it reaches the column's core
 (:meth:`Column.core`): within ``MIDLINE_MM`` of the axis left-right, between ``POSTERIOR_MM`` behind and
 ``ANTERIOR_MM`` in front of it, and within ``BEYOND_MM`` of the canal's head-foot extent. Every vertebral
-body and disc crosses the midline; a patch beside the spine does not. A disc must also touch a vertebra of
-the column (within ``DISC_GAP_MM`` head-foot), as discs lie between bodies. Without a canal nothing is removed.
+body and disc crosses the midline; a patch beside the spine does not. Without a canal nothing is removed.
 
-numpy and cc3d only (no scipy): ``predict`` runs :func:`keep_column` on every volume.
+Between two consecutive discs of the column lies a vertebral body. Where the network left most of one
+unlabelled (on routine scans it can take a low, wedge-shaped L5 for sacrum), :func:`fill_bodies` labels it:
+the convex hull of the two discs, slice by slice.
+
+numpy, cc3d and OpenCV only (no scipy): ``predict`` runs both on every volume.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cc3d
+import cv2
 import numpy as np
 
 Spacing = Tuple[float, float, float]
@@ -25,8 +29,10 @@ MIDLINE_MM = 10.0  # vertebral bodies and discs cross the midline; lateral patch
 ANTERIOR_MM = 70.0  # the canal's centre to the front of the deepest lumbar body, with a margin
 POSTERIOR_MM = 70.0  # to the tips of the spinous processes
 BEYOND_MM = 20.0  # head-foot, past the canal's ends
-DISC_GAP_MM = 3.0  # a disc's distance to the nearest vertebra, head-foot
 MIN_CANAL_MM = 20.0  # a shorter canal traces no column
+MIN_DISC_MM3 = 500.0  # disc pieces that count for :func:`fill_bodies` (lumbar discs hold 5-15 mL)
+BODY_GAP = 1.5  # two discs at most this times the median spacing apart have one body between them
+MIN_BODY_COVER = 0.5  # a body less covered than this is filled
 
 
 @dataclass(frozen=True)
@@ -84,15 +90,6 @@ def _touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _grow_rows(mask: np.ndarray, voxels: int) -> np.ndarray:
-    """``mask`` grown by ``voxels`` along the rows (head-foot) both ways."""
-    out = mask.copy()
-    for k in range(1, voxels + 1):
-        out[:, k:] |= mask[:, :-k]
-        out[:, :-k] |= mask[:, k:]
-    return out
-
-
 def keep_column(index: np.ndarray, spacing: Sequence[float], vertebra: int, disc: int,
                 column: Optional[Column]) -> np.ndarray:
     """A canonical class-index array without the vertebra and disc components off ``column`` (set to 0);
@@ -100,11 +97,64 @@ def keep_column(index: np.ndarray, spacing: Sequence[float], vertebra: int, disc
     if column is None:
         return index
     core = column.core(index.shape)
-    bone = index == vertebra
-    kept_bone = _touching(bone, core)
-    near_bone = _grow_rows(kept_bone, max(1, int(round(DISC_GAP_MM / spacing[1]))))
-    discs = index == disc
-    kept_discs = _touching(discs, core & near_bone)
     out = index.copy()
-    out[(bone & ~kept_bone) | (discs & ~kept_discs)] = 0
+    for value in (vertebra, disc):
+        mask = index == value
+        out[mask & ~_touching(mask, core)] = 0
+    return out
+
+
+def _disc_pieces(discs: np.ndarray, spacing: Sequence[float], column: Column) -> List[Tuple[np.ndarray, float]]:
+    """Disc components of at least ``MIN_DISC_MM3`` as (mask, position along the axis in mm), head to foot."""
+    labels = cc3d.connected_components(np.ascontiguousarray(discs, dtype=np.uint8), connectivity=6)
+    sizes = np.bincount(labels.ravel())
+    voxel = float(np.prod(spacing))
+    pieces = []
+    for value in np.flatnonzero(sizes * voxel >= MIN_DISC_MM3):
+        if value == 0:
+            continue
+        mask = labels == value
+        row = float(np.nonzero(mask.any(axis=(0, 2)))[0].mean())
+        pieces.append((mask, column.position_mm(row)))
+    return sorted(pieces, key=lambda piece: piece[1])
+
+
+def _hull_between(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Per sagittal slice, the convex hull of two discs, on the slices that hold either. A disc cut thin in a
+    slice (under half its largest slice area: an edge or a fragment) lends that slice its nearest full
+    footprint instead, so that the hull keeps both endplates."""
+    out = np.zeros(upper.shape, bool)
+    areas = [d.sum(axis=(1, 2)) for d in (upper, lower)]
+    full = [np.flatnonzero(a >= 0.5 * a.max()) for a in areas]
+    for k in np.flatnonzero((areas[0] > 0) | (areas[1] > 0)):
+        planes = [d[k] if k in f else d[f[np.argmin(np.abs(f - k))]] for d, f in zip((upper, lower), full)]
+        points = np.argwhere(planes[0] | planes[1])[:, ::-1].astype(np.int32)
+        plane = np.zeros(upper.shape[1:], np.uint8)
+        cv2.fillConvexPoly(plane, cv2.convexHull(points), 1)
+        out[k] = plane.astype(bool)
+    return out
+
+
+def fill_bodies(index: np.ndarray, spacing: Sequence[float], vertebra: int, disc: int, canal: int,
+                column: Optional[Column]) -> np.ndarray:
+    """Label as vertebra the body between two consecutive discs of the column that the mask left mostly
+    unlabelled (a lumbar body taken for sacrum): the discs' convex hull per slice, on background voxels only.
+
+    Consecutive means one motion segment apart (within ``BODY_GAP`` x the median disc spacing); a body is
+    filled when less than ``MIN_BODY_COVER`` of that hull (discs and canal left out) is vertebra."""
+    if column is None:
+        return index
+    pieces = _disc_pieces(index == disc, spacing, column)
+    if len(pieces) < 3:
+        return index
+    steps = np.diff([position for _, position in pieces])
+    median = float(np.median(steps))
+    out = index
+    for (upper, _), (lower, _), step in zip(pieces, pieces[1:], steps):
+        if step > BODY_GAP * median:
+            continue
+        body = _hull_between(upper, lower) & ~upper & ~lower & (index != disc) & (index != canal)
+        if body.any() and np.count_nonzero(index[body] == vertebra) < MIN_BODY_COVER * np.count_nonzero(body):
+            out = out.copy() if out is index else out
+            out[body & (index == 0)] = vertebra
     return out
