@@ -5,15 +5,13 @@ The network sees one sagittal slice at a time and was trained on central slices:
 Counted as levels, each would shift every name. The canal is what the network finds most reliably, one
 tube that follows the spine's curve, so its centre, row by row (head to foot), is the column's axis
 (:func:`trace`). A vertebra or disc component belongs to the column when it reaches the column's core
-(:meth:`Column.core`): within ``MIDLINE_MM`` of the axis left-right, between ``POSTERIOR_MM`` behind and
-``ANTERIOR_MM`` in front of it, and within ``BEYOND_MM`` of the canal's head-foot extent. Every vertebral
-body and disc crosses the midline; a patch beside the spine does not. Without a canal nothing is removed.
+(:meth:`Column.core`): within ``MIDLINE_MM`` of the axis left-right and between ``POSTERIOR_MM`` behind and
+``ANTERIOR_MM`` in front of it (every vertebral body and disc crosses the midline; a patch beside the spine
+does not), and when it is chained to the canal head-foot: it lies within ``BEYOND_MM`` of the canal's
+extent, or within ``CHAIN_MM`` of a structure that is (the canal may stop short of the lowest discs; a blob
+in the pelvis lies far below them). Without a canal nothing is removed.
 
-Between two consecutive discs of the column lies a vertebral body. Where the network left most of one
-unlabelled (on routine scans it can take a low, wedge-shaped L5 for sacrum), :func:`fill_bodies` labels it:
-the convex hull of the two discs, slice by slice.
-
-numpy, cc3d and OpenCV only (no scipy): ``predict`` runs both on every volume.
+numpy and cc3d only (no scipy): ``predict`` runs :func:`keep_column` on every volume.
 """
 from __future__ import annotations
 
@@ -21,7 +19,6 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import cc3d
-import cv2
 import numpy as np
 
 Spacing = Tuple[float, float, float]
@@ -29,10 +26,8 @@ MIDLINE_MM = 10.0  # vertebral bodies and discs cross the midline; lateral patch
 ANTERIOR_MM = 70.0  # the canal's centre to the front of the deepest lumbar body, with a margin
 POSTERIOR_MM = 70.0  # to the tips of the spinous processes
 BEYOND_MM = 20.0  # head-foot, past the canal's ends
+CHAIN_MM = 10.0  # head-foot, between neighbours of the column (a disc is 4-15 mm thick)
 MIN_CANAL_MM = 20.0  # a shorter canal traces no column
-MIN_DISC_MM3 = 500.0  # disc pieces that count for :func:`fill_bodies` (lumbar discs hold 5-15 mL)
-BODY_GAP = 1.5  # two discs at most this times the median spacing apart have one body between them
-MIN_BODY_COVER = 0.5  # a body less covered than this is filled
 
 
 @dataclass(frozen=True)
@@ -47,13 +42,10 @@ class Column:
 
     def core(self, shape: Sequence[int]) -> np.ndarray:
         """Voxels near the axis (bool, ``shape``): where every vertebra and disc of the column reaches."""
-        s_mm, r_mm, c_mm = self.spacing
+        s_mm, _, c_mm = self.spacing
         lateral = np.abs(np.arange(shape[0])[:, None] * s_mm - self.lateral_mm[None, :]) <= MIDLINE_MM
         ahead = self.ap_mm[:, None] - np.arange(shape[2])[None, :] * c_mm  # > 0: in front of the axis
         ap = (ahead <= ANTERIOR_MM) & (ahead >= -POSTERIOR_MM)
-        rows = np.arange(shape[1])
-        beyond = BEYOND_MM / r_mm
-        ap &= ((rows >= self.first - beyond) & (rows <= self.last + beyond))[:, None]
         return lateral[:, :, None] & ap[None, :, :]
 
     def position_mm(self, row: float) -> float:
@@ -81,13 +73,12 @@ def trace(canal: np.ndarray, spacing: Sequence[float]) -> Optional[Column]:
                   int(held[0]), int(held[-1]), tuple(float(x) for x in spacing))  # type: ignore[arg-type]
 
 
-def _touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """The 3D components (face connectivity) of ``mask`` with at least one voxel in ``region``."""
+def _components_on(mask: np.ndarray, core: np.ndarray) -> Tuple[np.ndarray, List[int], List[Tuple[int, int]]]:
+    """3D components of ``mask`` (face connectivity): labels, those reaching ``core``, and their row ranges."""
     labels = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=6)
-    keep = np.zeros(int(labels.max()) + 1, dtype=bool)
-    keep[np.unique(labels[region & mask])] = True
-    keep[0] = False
-    return keep[labels]
+    boxes = cc3d.statistics(labels)["bounding_boxes"]
+    reach = [int(v) for v in np.unique(labels[core & mask]) if v]
+    return labels, reach, [(boxes[v][1].start, boxes[v][1].stop - 1) for v in reach]
 
 
 def keep_column(index: np.ndarray, spacing: Sequence[float], vertebra: int, disc: int,
@@ -97,64 +88,20 @@ def keep_column(index: np.ndarray, spacing: Sequence[float], vertebra: int, disc
     if column is None:
         return index
     core = column.core(index.shape)
+    found = [_components_on(index == value, core) for value in (vertebra, disc)]
+    ranges = {(i, v): span for i, (_, reach, spans) in enumerate(found) for v, span in zip(reach, spans)}
+    beyond, chain = BEYOND_MM / spacing[1], CHAIN_MM / spacing[1]
+    kept = {key for key, (low, high) in ranges.items()
+            if high >= column.first - beyond and low <= column.last + beyond}
+    while True:  # chain the rest head-foot to what is kept
+        more = {key for key, (low, high) in ranges.items() if key not in kept and any(
+            low - chain <= ranges[k][1] and ranges[k][0] <= high + chain for k in kept)}
+        if not more:
+            break
+        kept |= more
     out = index.copy()
-    for value in (vertebra, disc):
-        mask = index == value
-        out[mask & ~_touching(mask, core)] = 0
-    return out
-
-
-def _disc_pieces(discs: np.ndarray, spacing: Sequence[float], column: Column) -> List[Tuple[np.ndarray, float]]:
-    """Disc components of at least ``MIN_DISC_MM3`` as (mask, position along the axis in mm), head to foot."""
-    labels = cc3d.connected_components(np.ascontiguousarray(discs, dtype=np.uint8), connectivity=6)
-    sizes = np.bincount(labels.ravel())
-    voxel = float(np.prod(spacing))
-    pieces = []
-    for value in np.flatnonzero(sizes * voxel >= MIN_DISC_MM3):
-        if value == 0:
-            continue
-        mask = labels == value
-        row = float(np.nonzero(mask.any(axis=(0, 2)))[0].mean())
-        pieces.append((mask, column.position_mm(row)))
-    return sorted(pieces, key=lambda piece: piece[1])
-
-
-def _hull_between(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    """Per sagittal slice, the convex hull of two discs, on the slices that hold either. A disc cut thin in a
-    slice (under half its largest slice area: an edge or a fragment) lends that slice its nearest full
-    footprint instead, so that the hull keeps both endplates."""
-    out = np.zeros(upper.shape, bool)
-    areas = [d.sum(axis=(1, 2)) for d in (upper, lower)]
-    full = [np.flatnonzero(a >= 0.5 * a.max()) for a in areas]
-    for k in np.flatnonzero((areas[0] > 0) | (areas[1] > 0)):
-        planes = [d[k] if k in f else d[f[np.argmin(np.abs(f - k))]] for d, f in zip((upper, lower), full)]
-        points = np.argwhere(planes[0] | planes[1])[:, ::-1].astype(np.int32)
-        plane = np.zeros(upper.shape[1:], np.uint8)
-        cv2.fillConvexPoly(plane, cv2.convexHull(points), 1)
-        out[k] = plane.astype(bool)
-    return out
-
-
-def fill_bodies(index: np.ndarray, spacing: Sequence[float], vertebra: int, disc: int, canal: int,
-                column: Optional[Column]) -> np.ndarray:
-    """Label as vertebra the body between two consecutive discs of the column that the mask left mostly
-    unlabelled (a lumbar body taken for sacrum): the discs' convex hull per slice, on background voxels only.
-
-    Consecutive means one motion segment apart (within ``BODY_GAP`` x the median disc spacing); a body is
-    filled when less than ``MIN_BODY_COVER`` of that hull (discs and canal left out) is vertebra."""
-    if column is None:
-        return index
-    pieces = _disc_pieces(index == disc, spacing, column)
-    if len(pieces) < 3:
-        return index
-    steps = np.diff([position for _, position in pieces])
-    median = float(np.median(steps))
-    out = index
-    for (upper, _), (lower, _), step in zip(pieces, pieces[1:], steps):
-        if step > BODY_GAP * median:
-            continue
-        body = _hull_between(upper, lower) & ~upper & ~lower & (index != disc) & (index != canal)
-        if body.any() and np.count_nonzero(index[body] == vertebra) < MIN_BODY_COVER * np.count_nonzero(body):
-            out = out.copy() if out is index else out
-            out[body & (index == 0)] = vertebra
+    for i, (value, (labels, _, _)) in enumerate(zip((vertebra, disc), found)):
+        keep = np.zeros(int(labels.max()) + 1, bool)
+        keep[[v for j, v in kept if j == i]] = True
+        out[(index == value) & ~keep[labels]] = 0
     return out

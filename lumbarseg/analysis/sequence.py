@@ -49,7 +49,8 @@ class Count:
     positions: Dict[int, int]  # disc component id -> position
     frames: Dict[int, DiscFrame]  # position -> frame
     virtual: List[int] = field(default_factory=list)  # positions of discs the mask lacks
-    reasons: List[str] = field(default_factory=list)
+    reasons: List[str] = field(default_factory=list)  # why the count is uncertain
+    notes: List[str] = field(default_factory=list)  # what was done that leaves the names as sure as before
     uncertain_from: Optional[int] = None  # levels at this position and above have uncertain names
 
     @property
@@ -163,7 +164,7 @@ def count_levels(frames: Dict[int, DiscFrame], vertebra: np.ndarray, spacing: Se
     for (a, b), gap in zip(zip(order, order[1:]), gaps):
         if gap < MERGE * median:
             count.positions[b] = position
-            count.reasons.append(f"two disc pieces {gap:.0f} mm apart taken as one disc")
+            count.notes.append(f"two disc pieces {gap:.0f} mm apart taken as one disc")
             continue
         missing = int(round(gap / median)) - 1 if gap > GAP * median else 0
         for i in range(1, missing + 1):

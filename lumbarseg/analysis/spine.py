@@ -302,7 +302,7 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
     view = View(canonical.array[shown], values[shown], picture, spacing, shown, tuple(classes))
     for level in levels:
         level.uncertain = inst.count.uncertain(level.position)
-    return SpineReport(case, levels, alignment, levels_volume, thresholds, spacing, view, notes,
+    return SpineReport(case, levels, alignment, levels_volume, thresholds, spacing, view, notes + inst.count.notes,
                        inst.count.confidence, list(inst.count.reasons))
 
 

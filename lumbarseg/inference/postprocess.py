@@ -7,8 +7,7 @@ of the field of view survives, a speck of false positives does not). Holes are f
 slice (a sagittal hole may be open across slices), and only with background voxels: another
 class is never overwritten. Removed voxels become background. With the grid's spacing, vertebra and
 disc components off the spinal column (traced along the canal: :mod:`lumbarseg.analysis.column`) are
-removed too (patches in far-lateral slices or in the pelvis that belong to no spine), and a body left
-mostly unlabelled between two consecutive discs is filled.
+removed too: patches in far-lateral slices or in the pelvis that belong to no spine.
 
 Components are labelled by ``cc3d`` (connected-components-3d: imports in milliseconds, where
 ``scipy.ndimage`` takes most of a second), on the class's bounding box only; the labels, and so
@@ -22,7 +21,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import cc3d
 import numpy as np
 
-from lumbarseg.analysis.column import fill_bodies, keep_column, trace
+from lumbarseg.analysis.column import keep_column, trace
 
 
 @dataclass(frozen=True)
@@ -122,8 +121,7 @@ def postprocess(mask: np.ndarray, classes: Sequence[str], rules: Optional[Mappin
         out[keep_components(mask == index, per_class[name])] = index  # an absent class keeps nothing
     if spacing is not None and {"vertebra", "disc", "canal"} <= set(classes):
         vertebra, disc, canal = (list(classes).index(name) for name in ("vertebra", "disc", "canal"))
-        column = trace(out == canal, spacing)
-        out = fill_bodies(keep_column(out, spacing, vertebra, disc, column), spacing, vertebra, disc, canal, column)
+        out = keep_column(out, spacing, vertebra, disc, trace(out == canal, spacing))
     for index, name in enumerate(classes):
         if index and per_class[name].fill_holes:
             filled = fill_holes_per_slice(out == index)
