@@ -153,3 +153,46 @@ def test_no_signal_is_a_fill_band(dtype):
     assert band[:, :, :12].all() and band.sum() == 10 * 60 * 12
     image[:, :, :12] = 7
     assert not no_signal(image, (1.0, 1.0, 1.0)).any()  # the lowest value only in the one dark voxel
+
+
+def test_uncertainty_reaches_every_output(tmp_path):
+    """JSON, CSV, figure and evaluate's level tables all say when the names are uncertain, and which."""
+    import csv
+    import json
+
+    import cv2
+
+    from lumbarseg.analysis.report import write_case
+    from lumbarseg.evaluation.evaluate import evaluate_folders
+    from lumbarseg.io.readers import write_volume
+
+    clean, placed = scene()
+    missed = clean.copy()
+    missed[(missed == DISC) & _in(missed, placed, "L5-S1")] = 0
+    pictures = {}
+    for name, array in (("clean", clean), ("missed", missed)):
+        paths = write_case(report_of(array), tmp_path / name)
+        document = json.loads(paths["json"].read_text())
+        rows = list(csv.DictReader(paths["csv"].read_text().splitlines()))
+        expected = "high" if name == "clean" else "uncertain"
+        assert document["levels_confidence"] == expected
+        assert bool(document["levels_confidence_notes"]) == (name == "missed")
+        assert {row["levels_confidence"] for row in rows} == {expected}
+        assert {row["uncertain"] for row in rows} == {"False" if name == "clean" else "True"}
+        assert all(level["uncertain"] == (name == "missed") for level in document["levels"])
+        pictures[name] = cv2.imread(str(paths["png"]))
+    # the uncertain figure carries a red warning strip under its title: taller, with red pixels there
+    assert pictures["missed"].shape[0] == pictures["clean"].shape[0] + 22
+    strip = pictures["missed"][28:50].astype(int)  # BGR
+    assert ((strip[..., 2] > 200) & (strip[..., 1] < 120)).any()
+
+    write_volume(orient(missed, SPACING, "RIP"), tmp_path / "pred" / "scene.nii.gz")
+    write_volume(orient(clean, SPACING, "RIP"), tmp_path / "gt" / "scene.nii.gz")
+    evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "report", label_map="lumbarseg",
+                     pred_label_map="lumbarseg", progress=False)
+    summary = json.loads((tmp_path / "report" / "levels.json").read_text())
+    assert summary["uncertain_levels"] == {"prediction": ["scene"], "expert_mask": []}
+    assert summary["per_case"]["scene"]["levels_confidence"] == {"prediction": "uncertain", "expert_mask": "high"}
+    rows = list(csv.DictReader((tmp_path / "report" / "levels.csv").read_text().splitlines()))
+    assert rows and all(row["uncertain"] == "True" for row in rows)
+    assert "level names of the prediction uncertain" in (tmp_path / "report" / "report.md").read_text()
