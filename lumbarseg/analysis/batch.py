@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from lumbarseg.analysis.measurements import Thresholds
 from lumbarseg.analysis.report import csv_text, output_names, rows, write_case
@@ -52,13 +52,15 @@ def measure_prediction(prediction: Any, case: str = "", thresholds: Optional[Thr
 
 def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelMap] = "lumbarseg",
                  image: Optional[PathLike] = None, spacing: Optional[Sequence[float]] = None,
-                 thresholds: Optional[Thresholds] = None,
-                 overwrite: bool = False) -> Tuple[List[SpineReport], List[str]]:
-    """Measure every case at ``mask``; returns the reports and the names of the cases that failed."""
+                 thresholds: Optional[Thresholds] = None, overwrite: bool = False, series: Optional[str] = None,
+                 on_note: Optional[Callable[[str], None]] = None) -> Tuple[List[SpineReport], List[str]]:
+    """Measure every case at ``mask``; returns the reports and the names of the cases that failed. DICOM studies
+    (mask or ``image``) are read from the series :mod:`lumbarseg.io.dicom.choice` picks, or ``series``;
+    ``on_note`` hears which one and why."""
     mask, out_dir = Path(mask), Path(out_dir)
     label_map = label_map if isinstance(label_map, LabelMap) else LabelMap.load(label_map)
-    cases = find_cases(mask)
-    images = find_cases(image) if image is not None else []
+    cases = find_cases(mask, series)
+    images = find_cases(image, series) if image is not None else []
     _check_outputs(cases, [("-i", mask), ("--image", Path(image) if image is not None else None)], out_dir,
                    overwrite)
     single = len(cases) == 1
@@ -67,6 +69,8 @@ def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelM
     for case in cases:
         try:
             image_case = _image_for(case, images, single)
+            for note in (c.note for c in (case, image_case) if c is not None and c.note and on_note is not None):
+                on_note(note)  # type: ignore[misc]
             volume = case.read(spacing)
             picture = image_case.read(spacing) if image_case is not None else None
             report = measure_mask(volume, label_map, case.name, picture, thresholds)
