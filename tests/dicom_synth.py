@@ -153,26 +153,29 @@ COMPRESSED = {
 }
 
 
+GDCM_COMPRESSORS = {"jpeg-lossless": "JPEG", "jpeg-2000": "JPEG2000"}  # what pydicom cannot (or needs a plugin to)
+
+
 def recompress(files: Sequence[Path], name: str) -> None:
-    """Re-encode files in place: RLE by pydicom, JPEG-LS by pyjpegls, JPEG 2000 by pylibjpeg-openjpeg (pydicom's
-    encoders); JPEG lossless (process 14), which pydicom cannot encode, by GDCM inside SimpleITK."""
+    """Re-encode files in place: RLE by pydicom itself, JPEG-LS by pyjpegls (pydicom's encoder, installed with
+    highdicom); JPEG lossless (process 14) and JPEG 2000, which pydicom cannot encode without other plugins, by
+    GDCM inside SimpleITK."""
     from pydicom.uid import UID
 
     syntax = UID(COMPRESSED[name])
     for path in files:
         ds = pydicom.dcmread(str(path))
-        if name == "jpeg-lossless":
-            ds.PixelData = _gdcm_jpeg_lossless(ds.pixel_array)
+        if name in GDCM_COMPRESSORS:
+            ds.PixelData = _gdcm_encoded(ds.pixel_array, GDCM_COMPRESSORS[name], syntax)
             ds["PixelData"].VR = "OB"
             ds.file_meta.TransferSyntaxUID = syntax
-            ds.is_undefined_length  # noqa: B018 (pydicom 3 reads the encapsulation from the syntax)
         else:
             ds.compress(syntax)
         ds.save_as(str(path), enforce_file_format=True)
 
 
-def _gdcm_jpeg_lossless(plane: np.ndarray) -> bytes:
-    """The encapsulated pixel data of a JPEG lossless (process 14, SV1) file GDCM writes for ``plane``."""
+def _gdcm_encoded(plane: np.ndarray, compressor: str, syntax: str) -> bytes:
+    """The encapsulated pixel data of the file GDCM writes for ``plane`` with ``compressor``."""
     import tempfile
 
     import SimpleITK as sitk
@@ -182,8 +185,8 @@ def _gdcm_jpeg_lossless(plane: np.ndarray) -> bytes:
         writer = sitk.ImageFileWriter()
         writer.SetFileName(str(target))
         writer.SetUseCompression(True)
-        writer.SetCompressor("JPEG")
+        writer.SetCompressor(compressor)
         writer.Execute(sitk.GetImageFromArray(plane.astype(np.uint16)))
         written = pydicom.dcmread(str(target))
-        assert written.file_meta.TransferSyntaxUID == COMPRESSED["jpeg-lossless"]
+        assert written.file_meta.TransferSyntaxUID == syntax, written.file_meta.TransferSyntaxUID
         return written.PixelData

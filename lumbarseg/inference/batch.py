@@ -171,7 +171,7 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
         check_outputs(input_path, output, model, cases, plan, measurements_stem, probabilities, overlay, overwrite,
                       dicom, measure_spine)
     predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)
-    result = BatchResult(len(plan), output=str(output))
+    result = BatchResult(len(plan), output=web.public(store_url) if store_url is not None else str(output))
     rows: List[Dict[str, Any]] = []
     spines: List[Any] = []
     single = len(plan) == 1

@@ -80,11 +80,21 @@ def _fail(error: LumbarsegError) -> Volume:
     raise error
 
 
+def _study_home(study: Any, folder: Path) -> Path:
+    """The sub-folder of ``folder`` (the input) that holds all of a study's files (``folder`` if it is flat)."""
+    try:
+        parts = study.folder.relative_to(folder).parts
+    except ValueError:
+        return study.folder
+    return folder / parts[0] if parts else folder
+
+
 def _study_name(study: Any, folder: Path, studies: Sequence[Any]) -> str:
-    """A study's own folder name; for studies sharing a folder, the folder name and the study's ID or date."""
-    if study.folder != folder and sum(s.folder == study.folder for s in studies) == 1:
-        return study.folder.name
-    return f"{study.folder.name}_{study.study_id or study.date or study.uid[-8:]}"
+    """The name of a study's own sub-folder of the input; for studies sharing one, with the study's ID or date."""
+    home = _study_home(study, folder)
+    if home != folder and sum(_study_home(s, folder) == home for s in studies) == 1:
+        return home.name
+    return f"{home.name}_{study.study_id or study.date or study.uid[-8:]}"
 
 
 def study_cases(folder: Path, studies: Sequence[Any], series: Optional[str] = None) -> List[Case]:
@@ -95,7 +105,7 @@ def study_cases(folder: Path, studies: Sequence[Any], series: Optional[str] = No
     cases = []
     for study in studies:
         name = folder.name if len(studies) == 1 else _study_name(study, folder, studies)
-        where = folder if len(studies) == 1 else study.folder
+        where = folder if len(studies) == 1 else _study_home(study, folder)
         try:
             choice = choose(study, series, str(where))
         except LumbarsegError as exc:

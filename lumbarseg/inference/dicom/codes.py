@@ -50,10 +50,13 @@ def level_code(name: str, kind: str) -> Any:
 
 
 def measurement_code(key: str) -> Any:
-    """A spine-report measurement key (``canal_ap_mm``) as a local code without its unit suffix."""
+    """A measurement key as a code: SNOMED CT Volume for ``volume_ml``; a spine-report key a local code, the key
+    itself (unique where one quantity comes in two units: ``listhesis_mm``, ``listhesis_pct``), meaning its words."""
+    if key == "volume_ml":
+        return code("118565006", "SCT", "Volume")
     name = unit_of(key)[1]
-    words = name.replace("_", " ")
-    return code(name, SCHEME, words[:1].upper() + words[1:])
+    words = name.replace("_", " ") + (" percent" if key.endswith("_pct") else "")
+    return code(key, SCHEME, words[:1].upper() + words[1:])
 
 
 def unit_of(key: str) -> Tuple[Any, str]:

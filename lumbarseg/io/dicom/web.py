@@ -123,7 +123,12 @@ def _headers(target: Target, web: Any, study: str, series: str) -> List[Tuple[Pa
     import pydicom
 
     metadata = _call(target, "reading the series metadata (WADO-RS)", web.retrieve_series_metadata, study, series)
-    return [(Path(), pydicom.Dataset.from_json(item)) for item in metadata]
+    return [(Path(), pydicom.Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data)) for item in metadata]
+
+
+def _no_bulk_data(*_: Any) -> None:
+    """Metadata leave pixel data on the server (a BulkDataURI): the choice needs headers only."""
+    return None
 
 
 def find_cases(url: str, series: Optional[str] = None, token: Optional[str] = None) -> List[Any]:
