@@ -94,6 +94,15 @@ def mr_instance(study: StudyInfo, series: SeriesSpec, index: int) -> FileDataset
     return ds
 
 
+def phantom_series(number: int = 2, description: str = "t2_tse_sag", te: float = 110.0, tr: float = 3500.0,
+                   slices: int = 8, spacing: Tuple[float, float] = (0.5, 0.7)) -> SeriesSpec:
+    """The reader tests' phantom (tests/volume_synth.py: RIP classes as intensities) as a small sagittal series."""
+    from volume_synth import image_of, phantom_rip
+
+    pixels = image_of(phantom_rip((slices, 40, 36))).astype(np.uint16)
+    return SeriesSpec(number, description, SAGITTAL, pixels, spacing, 2.0, te, tr)
+
+
 def default_series(slices: int = 8, sagittal_t1: bool = False) -> List[SeriesSpec]:
     rng = np.random.default_rng(0)
     small = lambda n: rng.integers(0, 400, (n, 48, 48)).astype(np.uint16)  # noqa: E731

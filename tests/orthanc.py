@@ -87,9 +87,9 @@ def start_orthanc(folder: Path) -> Orthanc:
         "SaveJobs": False, "HttpThreadsCount": 4, "StorageCompression": False,
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
-    log = open(folder / "orthanc.log", "wb")
-    process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
-                               cwd=folder)
+    with open(folder / "orthanc.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=folder)
     server = Orthanc(process, port, folder)
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -69,12 +69,12 @@ def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelM
     for case in cases:
         try:
             image_case = _image_for(case, images, single)
-            for note in (c.note for c in (case, image_case) if c is not None and c.note and on_note is not None):
-                on_note(note)  # type: ignore[misc]
             volume = case.read(spacing)
             picture = image_case.read(spacing) if image_case is not None else None
             report = measure_mask(volume, label_map, case.name, picture, thresholds)
             write_case(report, out_dir)
+            for note in (c.note for c in (case, image_case) if c is not None and c.note and on_note is not None):
+                on_note(note)  # type: ignore[misc]  # once done: a failing case has its one error line
             reports.append(report)
         except (LumbarsegError, MemoryError, ValueError) as exc:
             error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(

@@ -217,6 +217,9 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
             rows.extend(case_rows)
             if spine is not None:
                 spines.append(spine)
+            if planned.case.note and on_note is not None:  # once done: a failing case has its one error line
+                with checks.own_stderr():
+                    on_note(planned.case.note)
 
     # One reader and one writer thread: case i+1 is read and case i-1 written while case i is segmented
     # (decompression, compression and numpy release the GIL). Outputs stay all or nothing per case.
@@ -226,9 +229,6 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
         cases_bar = _progress(plan, desc="cases", unit="case", disable=True if single else bars, file=sys.stderr)
         for index, planned in enumerate(cases_bar):
             case = planned.case
-            if case.note and on_note is not None:
-                with checks.own_stderr():
-                    on_note(case.note)
             if index + 1 < len(plan):
                 reads[index + 1] = reader.submit(predictor.read, plan[index + 1].case, spacing)
             try:

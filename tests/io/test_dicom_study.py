@@ -7,8 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_synth import AXIAL, COMPRESSED, SAGITTAL, SeriesSpec, StudyInfo, default_series, recompress, write_study
-from volume_synth import image_of, phantom_rip
+from dicom_synth import (
+    AXIAL,
+    COMPRESSED,
+    SAGITTAL,
+    SeriesSpec,
+    StudyInfo,
+    default_series,
+    phantom_series,
+    recompress,
+    write_study,
+)
 
 from lumbarseg.cli import main
 from lumbarseg.errors import LumbarsegError
@@ -16,13 +25,6 @@ from lumbarseg.io.cases import find_cases
 from lumbarseg.io.dicom.choice import choose
 from lumbarseg.io.dicom.study import find_studies, plane_of, weighting
 from lumbarseg.io.readers import read_volume
-
-
-def phantom_series(number: int = 2, description: str = "t2_tse_sag", te: float = 110.0, tr: float = 3500.0,
-                   slices: int = 8, spacing=(0.5, 0.7)) -> SeriesSpec:
-    """The reader tests' phantom (RIP classes as intensities) as a small sagittal series."""
-    pixels = image_of(phantom_rip((slices, 40, 36))).astype(np.uint16)
-    return SeriesSpec(number, description, SAGITTAL, pixels, spacing, 2.0, te, tr)
 
 
 def test_a_flat_export_lists_its_series_and_the_sagittal_t2_is_chosen(tmp_path: Path) -> None:

@@ -186,16 +186,21 @@ def check_reachable(url: str, token: Optional[str] = None) -> Target:
 
 
 def store(url: str, datasets: Sequence[Any], study_uid: str, token: Optional[str] = None) -> int:
-    """Store a case's objects in one STOW-RS request into their study; returns how many were stored. A
-    rejection (the server's FailedSOPSequence) is one line saying which objects it refused and why."""
+    """Store a case's objects in one STOW-RS request into their study, then check with QIDO-RS that the server
+    holds each of them (a server may answer success and drop an object, as Orthanc does when a filter refuses
+    it). Returns how many are stored; any object missing is one line saying how many and why."""
     target = parse(url, want_study=False)
     web = client(target, token)
     where = Target(target.root, study_uid)
     answer = _call(where, "storing (STOW-RS)", web.store_instances, list(datasets), study_instance_uid=study_uid)
     failed = list(answer.get("FailedSOPSequence", []) if answer is not None else [])
-    stored = len(answer.get("ReferencedSOPSequence", []) if answer is not None else [])
-    if failed:
+    held = _call(where, "checking what was stored (QIDO-RS)", web.search_for_instances, study_instance_uid=study_uid)
+    present = {str(item.get("00080018", {}).get("Value", [""])[0]) for item in held}
+    missing = [ds for ds in datasets if str(ds.SOPInstanceUID) not in present]
+    if failed or missing:
         reasons = sorted({f"0x{int(item.get('FailureReason', 0)):04X}" for item in failed})
-        raise LumbarsegError(where.shown, f"STOW-RS rejected {len(failed)} of {len(datasets)} object(s) (failure "
-                                          f"reason {', '.join(reasons)}); {stored} stored")
-    return stored
+        why = (f"rejected, failure reason {', '.join(reasons)}" if failed
+               else "the server answered success but does not hold them: refused by a filter?")
+        raise LumbarsegError(where.shown, f"STOW-RS: {len(missing) or len(failed)} of {len(datasets)} object(s) not "
+                                          f"stored ({why}); {len(datasets) - len(missing)} stored")
+    return len(datasets)
