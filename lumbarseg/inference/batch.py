@@ -11,6 +11,7 @@ stores them with STOW-RS when ``output`` is a DICOMweb URL.
 from __future__ import annotations
 
 import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,9 +155,10 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
     store_url = str(output) if web.is_url(output) else None
     dicom = output_type == "dicom" or store_url is not None or str(output).lower().endswith(".dcm")
     if dicom:
-        from lumbarseg.inference.dicom import require_highdicom
+        from lumbarseg.inference.dicom import require_highdicom, warm_up
 
         require_highdicom()
+        threading.Thread(target=warm_up, name="lumbarseg-dicom-warm-up", daemon=True).start()
     input_path = None if web.is_url(input) else Path(input)
     cases = web.find_cases(str(input), series, dicomweb_token) if input_path is None else find_cases(input_path, series)
     if dicom:

@@ -28,12 +28,27 @@ class CaseObjects:
 
 
 def require_highdicom(source: str = "--output-type") -> None:
-    """One clear line when the ``dicom`` extra is missing."""
+    """One clear line when the ``dicom`` extra is missing (checked without importing it: :func:`warm_up` does)."""
+    import importlib.util
+
     try:
-        import highdicom  # noqa: F401
-    except ImportError:
+        found = importlib.util.find_spec("highdicom") is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules, or without a spec
+        found = False
+    if not found:
         raise LumbarsegError(source, "DICOM outputs need the 'dicom' extra: pip install 'lumbarseg[dicom]' "
-                                     "(highdicom, dicomweb-client)") from None
+                                     "(highdicom, dicomweb-client)")
+
+
+def warm_up() -> None:
+    """Import highdicom (0.2-0.3 s) and load the DICOM module tables it reads when it builds its first object
+    (0.3-0.5 s of JSON decoding): called in a thread while the input is read and the network runs, so that the
+    first case does not wait for them."""
+    import highdicom
+
+    tables = getattr(getattr(highdicom, "_standard_utils", None), "get_module_attribute_map", None)
+    if tables is not None:  # a cached private loader; without it the first object pays the load itself
+        tables()
 
 
 def build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, Any]], report: Any = None,

@@ -47,8 +47,6 @@ def frames_of(volume_array: np.ndarray) -> np.ndarray:
 
 def segments_of(prediction: Any, report: Any = None) -> List[Segment]:
     """The class segments (present classes only) and, with ``report``, one segment per level."""
-    from lumbarseg.analysis.levels import level_colour
-
     indices = frames_of(prediction.class_indices())
     colours = prediction.metadata.colors
     segments: List[Segment] = []
@@ -58,6 +56,8 @@ def segments_of(prediction: Any, report: Any = None) -> List[Segment]:
             segments.append(Segment(len(segments) + 1, name, codes.class_code(name), mask,
                                     tuple(int(c) for c in colours[index])))  # type: ignore[arg-type]
     if report is not None:
+        from lumbarseg.analysis.levels import level_colour  # analysis is loaded when there is a report
+
         values = frames_of(np.asarray(report.levels_volume.array))
         for level in report.levels:
             mask = values == level.value
@@ -103,7 +103,12 @@ def build_seg(prediction: Any, segments: List[Segment], model_path: Path, series
     algorithm = hd.AlgorithmIdentificationSequence(
         name="lumbarseg", family=dcm_codes.cid7162.ArtificialIntelligence, version=__version__,
         parameters={"model": name, "model_sha256": digest})
-    pixels = np.stack([s.mask for s in segments], axis=-1)
+    if all(s.level is None for s in segments):  # classes never overlap: a label map, 2-3 times faster to encode
+        pixels = np.zeros(segments[0].mask.shape, np.uint8)
+        for segment in segments:
+            pixels[segment.mask] = segment.number
+    else:  # levels overlap their classes: one binary plane per segment
+        pixels = np.stack([s.mask for s in segments], axis=-1)
     number = series_number if series_number is not None else _series_number(sources[0], 0)
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
