@@ -158,7 +158,8 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
         from lumbarseg.inference.dicom import require_highdicom, warm_up
 
         require_highdicom()
-        threading.Thread(target=warm_up, name="lumbarseg-dicom-warm-up", daemon=True).start()
+        warming = threading.Thread(target=warm_up, name="lumbarseg-dicom-warm-up", daemon=True)
+        warming.start()
     input_path = None if web.is_url(input) else Path(input)
     cases = web.find_cases(str(input), series, dicomweb_token) if input_path is None else find_cases(input_path, series)
     if dicom:
@@ -194,6 +195,7 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
         if dicom:
             from lumbarseg.inference.dicom import build_case
 
+            warming.join()
             objects = build_case(prediction, predictor.model_path, case_rows, spine, overlay, planned.case.name)
         if store_url is not None:  # one STOW-RS request; nothing is written locally
             web.store(store_url, [ds for _, ds in objects.ordered()], objects.study_uid, dicomweb_token)
