@@ -87,8 +87,7 @@ def build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, An
 
 def write_case(objects: CaseObjects, paths: Dict[str, Path]) -> None:
     """Each object to its file (``paths`` by kind, e.g. staging paths), as DICOM Part 10."""
+    from lumbarseg.io.dicom import save_dataset
+
     for kind, dataset in objects.ordered():
-        try:
-            dataset.save_as(str(paths[kind]), enforce_file_format=True)
-        except TypeError:  # pydicom < 3
-            dataset.save_as(str(paths[kind]), write_like_original=False)
+        save_dataset(dataset, str(paths[kind]))

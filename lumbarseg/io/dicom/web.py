@@ -162,6 +162,7 @@ def find_cases(url: str, series: Optional[str] = None, token: Optional[str] = No
 
 def _retrieve(target: Target, token: Optional[str], study: str, series: str) -> Any:
     """Retrieve one series (WADO-RS) into a temporary folder, read it, remove the folder."""
+    from lumbarseg.io.dicom import save_dataset
     from lumbarseg.io.dicom.study import find_studies
     from lumbarseg.io.readers import read_dicom_series
 
@@ -170,7 +171,7 @@ def _retrieve(target: Target, token: Optional[str], study: str, series: str) -> 
     instances = _call(where, "retrieving the series (WADO-RS)", web.retrieve_series, study, series)
     with tempfile.TemporaryDirectory(prefix="lumbarseg-dicomweb-") as tmp:
         for number, ds in enumerate(instances):
-            ds.save_as(os.path.join(tmp, f"{number:05d}.dcm"), enforce_file_format=True)
+            save_dataset(ds, os.path.join(tmp, f"{number:05d}.dcm"))
         found = [s for st in find_studies(tmp) for s in st.series if s.uid == series]
         if not found:
             raise LumbarsegError(where.shown, "the server returned no instance of the series")
