@@ -28,22 +28,19 @@ class CaseObjects:
 
 
 def require_highdicom(source: str = "--output-type") -> None:
-    """One clear line when the ``dicom`` extra is missing (checked without importing it: :func:`warm_up` does)."""
-    import importlib.util
-
+    """Import highdicom, or say in one clear line that the ``dicom`` extra is missing."""
     try:
-        found = importlib.util.find_spec("highdicom") is not None
-    except (ImportError, ValueError):  # a module set to None in sys.modules, or without a spec
-        found = False
-    if not found:
+        import highdicom  # noqa: F401
+    except ImportError:
         raise LumbarsegError(source, "DICOM outputs need the 'dicom' extra: pip install 'lumbarseg[dicom]' "
-                                     "(highdicom, dicomweb-client)")
+                                     "(highdicom, dicomweb-client)") from None
 
 
 def warm_up() -> None:
-    """Import highdicom (0.2-0.3 s) and load the DICOM module tables it reads when it builds its first object
-    (0.3-0.5 s of JSON decoding): called in a thread while the input is read and the network runs, so that the
-    first case does not wait for them."""
+    """Load the DICOM module tables highdicom reads when it builds its first object (0.3-0.5 s of JSON decoding),
+    in a thread while the input is read and the network runs, so that the first case does not wait for them.
+    Only after :func:`require_highdicom` (imports stay in the main thread: two threads importing the same
+    packages at once can fail on a partly initialised module)."""
     import highdicom
 
     tables = getattr(getattr(highdicom, "_standard_utils", None), "get_module_attribute_map", None)
