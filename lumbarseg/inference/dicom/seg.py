@@ -107,8 +107,8 @@ def build_seg(prediction: Any, segments: List[Segment], model_path: Path, series
         pixels = np.zeros(segments[0].mask.shape, np.uint8)
         for segment in segments:
             pixels[segment.mask] = segment.number
-    else:  # levels overlap their classes: one binary plane per segment
-        pixels = np.stack([s.mask for s in segments], axis=-1)
+    else:  # levels overlap their classes: one binary plane per segment, stacked first (contiguous copies), then
+        pixels = np.moveaxis(np.stack([s.mask for s in segments]), 0, -1)  # viewed as (frame, row, column, segment)
     number = series_number if series_number is not None else _series_number(sources[0], 0)
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
