@@ -20,6 +20,17 @@ UNITS = {"mm": ("mm", "millimeter"), "deg": ("deg", "degree"), "pct": ("%", "per
          "ratio": ("{ratio}", "ratio"), "1": ("1", "no units")}
 
 
+def scheme_identification() -> Any:
+    """The Coding Scheme Identification item of ``99LUMBARSEG`` (SOP Common module, for schemes not in PS3.16)."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodingSchemeDesignator = SCHEME
+    item.CodingSchemeName = "lumbarseg spine measurements"
+    item.CodingSchemeResponsibleOrganization = "lumbarseg"
+    return item
+
+
 def code(value: str, scheme: str, meaning: str) -> Any:
     from highdicom.sr import CodedConcept
 

@@ -100,4 +100,5 @@ def build_sr(seg: Any, segments: Sequence[Segment], volumes: Dict[str, float], r
         evidence=[seg], content=content[0], series_instance_uid=hd.UID(), series_number=series_number,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="lumbarseg", is_complete=True)
     sr.SeriesDescription = "lumbarseg measurements"
+    sr.CodingSchemeIdentificationSequence = [codes.scheme_identification()]  # required for a scheme not in PS3.16
     return sr
