@@ -38,7 +38,7 @@ def _temporary_sibling(dest: Path) -> Path:
     return dest.parent / f".tmp-{os.getpid()}.{_HOST}-{uuid.uuid4().hex[:6]}-{dest.name}"
 
 
-def final_name(text: Union[str, Path]) -> str:
+def _final_name(text: Union[str, Path]) -> str:
     """``OUT/.tmp-PID.HOST-RANDOM-seg.nii.gz`` (and nested temporaries) as ``OUT/seg.nii.gz``: what a message
     shows, since a temporary's name means nothing to the user and is gone when the message is read."""
     return _TEMPORARY.sub("", str(text))
@@ -46,7 +46,7 @@ def final_name(text: Union[str, Path]) -> str:
 
 def _for_user(error: LumbarsegError) -> LumbarsegError:
     """The error with temporaries' names replaced by the outputs' names."""
-    return LumbarsegError(final_name(error.source), final_name(error.problem))
+    return LumbarsegError(_final_name(error.source), _final_name(error.problem))
 
 
 def _alive(pid: int) -> bool:
@@ -154,7 +154,7 @@ def _write_error(exc: OSError, dest: Path, tmp: Path) -> Optional[LumbarsegError
     """A writing error (disk full, file too large, permission) as one line naming the output."""
     if exc.filename is not None and not str(exc.filename).startswith(str(tmp)):
         return None  # an error about another file (e.g. an input read inside the block)
-    return LumbarsegError(final_name(dest), f"cannot write the output ({exc.strerror or type(exc).__name__})")
+    return LumbarsegError(_final_name(dest), f"cannot write the output ({exc.strerror or type(exc).__name__})")
 
 
 @contextmanager

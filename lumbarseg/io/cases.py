@@ -76,7 +76,9 @@ def stack_name(prefix: str) -> str:
     return name or prefix
 
 
-def _fail(error: LumbarsegError) -> Volume:
+def fails_when_read(error: LumbarsegError) -> Volume:
+    """The loader of a case that cannot be read (a study without a series to segment): raises why, so that a
+    batch reports it in its turn and goes on with the other cases."""
     raise error
 
 
@@ -109,7 +111,7 @@ def study_cases(folder: Path, studies: Sequence[Any], series: Optional[str] = No
         try:
             choice = choose(study, series, str(where))
         except LumbarsegError as exc:
-            cases.append(Case(name, where, "dicom", loader=partial(_fail, exc), study=study))
+            cases.append(Case(name, where, "dicom", loader=partial(fails_when_read, exc), study=study))
             continue
         chosen = choice.series
         loader = partial(read_dicom_series, chosen.files, where, chosen.headers, study.unreadable)

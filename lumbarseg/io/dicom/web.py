@@ -133,7 +133,7 @@ def _no_bulk_data(*_: Any) -> None:
 
 def find_cases(url: str, series: Optional[str] = None, token: Optional[str] = None) -> List[Any]:
     """The case of a study or series URL: the series chosen from the metadata, retrieved when read."""
-    from lumbarseg.io.cases import Case, _fail
+    from lumbarseg.io.cases import Case, fails_when_read
     from lumbarseg.io.dicom.choice import choose
     from lumbarseg.io.dicom.study import group
 
@@ -150,11 +150,11 @@ def find_cases(url: str, series: Optional[str] = None, token: Optional[str] = No
     if not studies:
         raise LumbarsegError(target.shown, "no instances found on the server")
     study = studies[0]
-    name = study.study_id or study.uid
+    name = study.uid  # unique, unlike StudyID; names the outputs of a local output folder
     try:
         chosen = choose(study, series or target.series, target.shown)
     except LumbarsegError as exc:
-        return [Case(name, Path(name), "dicom", loader=partial(_fail, exc), study=study, remote=target.shown)]
+        return [Case(name, Path(name), "dicom", loader=partial(fails_when_read, exc), study=study, remote=target.shown)]
     loader = partial(_retrieve, target, token, study.uid, chosen.series.uid)
     return [Case(name, Path(name), "dicom", loader=loader, note=chosen.line(target.shown), study=study,
                  remote=target.shown)]
