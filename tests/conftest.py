@@ -30,3 +30,19 @@ def dataset(tmp_path_factory) -> Path:
     from synthetic_training import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with its DICOMweb plugin on 127.0.0.1 (``orthanc.start_orthanc``), one per session; skips
+    with the reason where Debian's orthanc / orthanc-dicomweb are not installed."""
+    from orthanc import missing, start_orthanc
+
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from lumbarseg.analysis.measurements import Thresholds
 from lumbarseg.analysis.report import csv_text, output_names, rows, write_case
@@ -61,26 +61,29 @@ def measure_prediction(prediction: Any, case: str = "", thresholds: Optional[Thr
 
 def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelMap] = "lumbarseg",
                  image: Optional[PathLike] = None, spacing: Optional[Sequence[float]] = None,
-                 thresholds: Optional[Thresholds] = None,
-                 overwrite: bool = False) -> Tuple[List[SpineReport], List[str]]:
+                 thresholds: Optional[Thresholds] = None, overwrite: bool = False, series: Optional[str] = None,
+                 on_note: Optional[Callable[[str], None]] = None) -> Tuple[List[SpineReport], List[str]]:
     """Measure one mask file or every mask of a folder and write their spine reports: `lumbarseg measure`.
 
     Args:
-        mask: a mask file, or a folder of mask cases.
+        mask: a mask file, a folder of mask cases, or a DICOM study.
         out_dir: the output folder (`<case>_spine.json/.csv/.png`, `<case>_levels.*`, `spine.csv` for a folder).
         label_map: the masks' label map (default `lumbarseg`: class indices 0-3).
         image: the MRI volume (or folder of them, matched by name) for the pictures.
         spacing: (slice, row, col) voxel size in mm for PNG masks, which carry none.
         thresholds: stenosis and listhesis thresholds (mm).
         overwrite: replace existing outputs.
+        series: the DICOM series to read from a study (number or UID); by default the one
+            `lumbarseg.io.dicom.choice` picks.
+        on_note: called with one line saying which series was picked and why.
 
     Returns:
         The reports of the cases measured, and the names of the cases that failed.
     """
     mask, out_dir = Path(mask), Path(out_dir)
     label_map = label_map if isinstance(label_map, LabelMap) else LabelMap.load(label_map)
-    cases = find_cases(mask)
-    images = find_cases(image) if image is not None else []
+    cases = find_cases(mask, series)
+    images = find_cases(image, series) if image is not None else []
     _check_outputs(cases, [("-i", mask), ("--image", Path(image) if image is not None else None)], out_dir,
                    overwrite)
     single = len(cases) == 1
@@ -93,6 +96,8 @@ def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelM
             picture = image_case.read(spacing) if image_case is not None else None
             report = measure_mask(volume, label_map, case.name, picture, thresholds)
             write_case(report, out_dir)
+            for note in (c.note for c in (case, image_case) if c is not None and c.note and on_note is not None):
+                on_note(note)  # type: ignore[misc]  # once done: a failing case has its one error line
             reports.append(report)
         except (LumbarsegError, MemoryError, ValueError) as exc:
             error = exc if isinstance(exc, LumbarsegError) else LumbarsegError(

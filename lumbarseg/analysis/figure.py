@@ -33,7 +33,12 @@ def _px(point: Tuple[float, float], left_mm: float) -> Tuple[int, int]:
 
 
 def spine_png(report: Any, path: PathLike) -> None:
-    """Write ``<case>_spine.png``: grey image (or mask) with coloured levels, names, lines, alignment."""
+    """Write ``<case>_spine.png`` (:func:`spine_picture`)."""
+    write_png(path, spine_picture(report))
+
+
+def spine_picture(report: Any) -> np.ndarray:
+    """The report's picture (RGB uint8): grey image (or mask) with coloured levels, names, lines, alignment."""
     view, levels = report.view, report.levels
     sy, sz = view.spacing[1], view.spacing[2]
     rows, cols = view.levels.shape
@@ -66,7 +71,7 @@ def spine_png(report: Any, path: PathLike) -> None:
         x, y = _px((level.centre_mm[1], anterior - 3.0), left)
         colour = FLAGGED if level.flags else (BONE if level.kind != "disc" else DISC)
         cv2.putText(picture, text, (max(2, x - w), y + h // 2), _FONT, scale, colour, 1, cv2.LINE_AA)
-    write_png(path, _frame(picture, report))
+    return _frame(picture, report)
 
 
 def _frame(picture: np.ndarray, report: Any) -> np.ndarray:

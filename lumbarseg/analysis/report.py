@@ -109,15 +109,19 @@ def slicer_table(report: SpineReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_case(report: SpineReport, out_dir: PathLike) -> Dict[str, Path]:
-    """Write every output of one case into ``out_dir``; returns their paths."""
+def write_case(report: SpineReport, out_dir: PathLike, pictures: bool = True) -> Dict[str, Path]:
+    """Write every output of one case into ``out_dir``; returns their paths. ``pictures=False`` writes only the
+    tables (JSON, CSV): the picture and the levels mask went into DICOM objects instead."""
     out_dir = Path(out_dir)
     paths = {k: out_dir / v for k, v in output_names(report.case or "spine").items()}
+    if not pictures:
+        paths = {k: paths[k] for k in ("json", "csv")}
     write_text(paths["json"], json.dumps(to_document(report), indent=2) + "\n")
     write_text(paths["csv"], csv_text(rows(report)))
-    write_volume(report.levels_volume, paths["levels"])
-    write_text(paths["itksnap"], itksnap_table(report))
-    write_text(paths["slicer"], slicer_table(report))
-    spine_png(report, paths["png"])
+    if pictures:
+        write_volume(report.levels_volume, paths["levels"])
+        write_text(paths["itksnap"], itksnap_table(report))
+        write_text(paths["slicer"], slicer_table(report))
+        spine_png(report, paths["png"])
     return paths
 

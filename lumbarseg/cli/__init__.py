@@ -10,7 +10,7 @@ from lumbarseg import __version__
 from lumbarseg.errors import LumbarsegError
 
 # Each module defines ``register(subparsers)``, which adds its parser(s) with ``func=handler``.
-COMMAND_MODULES = ["dataset", "train", "export", "predict", "measure", "evaluate", "models"]
+COMMAND_MODULES = ["dataset", "train", "export", "predict", "measure", "evaluate", "models", "series"]
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:

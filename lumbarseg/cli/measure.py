@@ -21,7 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-map", default="lumbarseg",
                         help="raw mask values -> classes: built-in name (lumbarseg, spider-png, spider) or YAML "
                              "(default: lumbarseg, the values predict writes)")
-    parser.add_argument("--image", type=Path, default=None, help="the image(s), matched by case name, for the figure")
+    parser.add_argument("--image", type=Path, default=None,
+                        help="the image(s), matched by case name, for the figure (a DICOM study: its series is chosen "
+                             "as predict chooses it, or with --series)")
+    parser.add_argument("--series", default=None, metavar="NUMBER|UID",
+                        help="the series of DICOM studies (mask and image) to read (default: the rule of `lumbarseg "
+                             "series`: sagittal, T2-weighted, the most slices, the finest in-plane spacing)")
     add_spacing(parser, "voxel size in mm for PNG slice stacks (default 1 mm each)")
     parser.add_argument("--canal-relative", type=float, default=12.0, help="relative canal stenosis below MM (12)")
     parser.add_argument("--canal-absolute", type=float, default=10.0, help="absolute canal stenosis below MM (10)")
@@ -36,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     thresholds = Thresholds(args.canal_relative, args.canal_absolute, args.listhesis)
     spacing = volume_spacing(parse_spacing(args.spacing), slice_default=1.0)
     reports, failed = measure_path(args.input, args.output, args.label_map, args.image, spacing, thresholds,
-                                   overwrite=args.overwrite)
+                                   overwrite=args.overwrite, series=args.series,
+                                   on_note=lambda line: print(f"lumbarseg: {line}", file=sys.stderr))
     for report in reports:
         lordosis = report.alignment.get("lordosis_deg")
         extra = f", lordosis L1-L5 {lordosis:.1f} deg" if lordosis is not None else ""

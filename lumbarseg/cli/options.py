@@ -35,6 +35,16 @@ def add_model(parser: argparse.ArgumentParser, extra: str = "") -> None:
     parser.add_argument("--model", default=None, metavar="NAME|M.onnx", help=MODEL_HELP + extra)
 
 
+def add_dicom_options(parser: argparse.ArgumentParser) -> None:
+    """``--series NUMBER|UID`` (which series of a DICOM study) and ``--dicomweb-token``."""
+    parser.add_argument("--series", default=None, metavar="NUMBER|UID",
+                        help="the series of a DICOM study to segment (default: the rule `lumbarseg series` shows: "
+                             "sagittal, T2-weighted, then the most slices and the finest in-plane spacing)")
+    parser.add_argument("--dicomweb-token", default=None, metavar="TOKEN",
+                        help="bearer token for DICOMweb URLs (else $LUMBARSEG_DICOMWEB_TOKEN, user:password in the "
+                             "URL, or ~/.netrc); never printed")
+
+
 def add_spacing(parser: argparse.ArgumentParser, help: str) -> None:
     """``--spacing ROW,COL[,SLICE]`` in mm (the old ``--spacing SLICE ROW COL`` still works, with a warning);
     create ``parser`` with ``formatter_class=Formatter``."""

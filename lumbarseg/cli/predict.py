@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from lumbarseg.cli.limits import add_limit_options
-from lumbarseg.cli.options import Formatter, add_model, add_spacing, parse_spacing, volume_spacing
+from lumbarseg.cli.options import Formatter, add_dicom_options, add_model, add_spacing, parse_spacing, volume_spacing
 from lumbarseg.engines.registry import RUNTIMES
 
 
@@ -16,10 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Label vertebrae, discs and spinal canal. The mask keeps the input's grid and geometry.",
         formatter_class=Formatter,
     )
-    parser.add_argument("-i", "--input", required=True, type=Path,
-                        help="a volume file, a DICOM series or PNG slice folder, or a folder of cases")
-    parser.add_argument("-o", "--output", required=True, type=Path,
-                        help="mask file (.nii.gz/.nii/.mha, one case only) or output folder")
+    parser.add_argument("-i", "--input", required=True,
+                        help="a volume file, a DICOM study (folder, DICOMDIR) or PNG slice folder, a folder of cases, "
+                             "or a DICOMweb study/series URL (http(s)://HOST/dicom-web/studies/UID[/series/UID])")
+    parser.add_argument("-o", "--output", required=True,
+                        help="mask file (.nii.gz/.nii/.mha; .dcm with --output-type dicom; one case only), output "
+                             "folder, or a DICOMweb root (http(s)://HOST/dicom-web: STOW-RS into the input's study)")
+    parser.add_argument("--output-type", choices=("nifti", "dicom"), default="nifti",
+                        help="nifti: the mask in the input's format (default); dicom: DICOM SEG + SR (TID 1500) + "
+                             "Secondary Captures of --overlay/--measure figures (needs the 'dicom' extra)")
+    add_dicom_options(parser)
     add_model(parser)
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or fpga (fpga: --runtime eddl)")
@@ -51,6 +56,10 @@ def _report(error: Exception) -> None:
         print(line, file=sys.stderr)
 
 
+def _note(line: str) -> None:
+    print(f"lumbarseg: {line}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from lumbarseg.inference.batch import predict_folder
 
@@ -59,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta.split(",") if args.tta else False, postprocess=not args.no_postprocess,
         batch_size=args.batch_size, threads=args.threads, spacing=volume_spacing(parse_spacing(args.spacing)),
         probabilities=args.probabilities, overlay=args.overlay, measure_spine=args.measure, overwrite=args.overwrite,
-        progress=True,
-        on_error=_report)
-    print(f"{result.done} of {result.total} case(s) segmented -> {args.output}", file=sys.stderr)
+        progress=True, on_error=_report, output_type=args.output_type, series=args.series,
+        dicomweb_token=args.dicomweb_token, on_note=_note)
+    print(f"{result.done} of {result.total} case(s) segmented -> {result.output}", file=sys.stderr)
     if result.failed:
         print(f"lumbarseg: {len(result.failed)} case(s) failed: {', '.join(result.failed)}", file=sys.stderr)
         return 1

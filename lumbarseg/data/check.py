@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lumbarseg.data.deephealth_yaml import (
     META_KEY,
     DeepHealthDataset,
-    escaping_locations,
+    escaping_samples,
     load_dataset,
 )
 from lumbarseg.data.split import SPLITS
@@ -97,8 +97,8 @@ def check_dataset(dataset: DeepHealthDataset, strict: bool = False, progress: bo
     """Check every split and every image/mask pair; collects all problems rather than stopping."""
     report = CheckReport(dataset)
     where = dataset.where
-    if strict:
-        report.problems += [f"{where}: {p}" for p in escaping_locations(dataset)]
+    refused = escaping_samples(dataset) if strict else {}  # refused by name, never opened
+    report.problems += [f"{where}: {p}" for problems in refused.values() for p in problems]
     num_classes = _num_classes(dataset, report)
     _check_splits(dataset, report)
     for index, sample in enumerate(dataset.samples):
@@ -111,6 +111,8 @@ def check_dataset(dataset: DeepHealthDataset, strict: bool = False, progress: bo
         report.warnings.append(f"{where}: {unused} images are in no split")
     pixels = np.zeros(max(num_classes or 0, 1), dtype=np.int64)
     for index in tqdm(range(len(dataset.samples)), unit="image", desc="check", disable=None if progress else True):
+        if index in refused:
+            continue
         counts = _check_sample(dataset, index, num_classes, report)
         if counts is not None and num_classes:
             pixels += counts

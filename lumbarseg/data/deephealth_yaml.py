@@ -300,17 +300,24 @@ def _parse_split(split: Any, count: int, where: str) -> Dict[str, List[int]]:
 
 def escaping_locations(dataset: DeepHealthDataset) -> List[str]:
     """One message per location or label that is absolute or resolves outside the dataset folder."""
-    problems = []
+    return [problem for problems in escaping_samples(dataset).values() for problem in problems]
+
+
+def escaping_samples(dataset: DeepHealthDataset) -> Dict[int, List[str]]:
+    """{image index: messages} for the samples with a location or label that is absolute or resolves outside the
+    dataset folder (checked on the names alone: such a file is never opened by a strict check)."""
+    problems: Dict[int, List[str]] = {}
     root = os.path.normpath(str(dataset.root.resolve()))
     for index, sample in enumerate(dataset.samples):
         paths = list(sample.location) + ([sample.label] if sample.label else [])
         for loc in paths:
             if os.path.isabs(loc) or PurePosixPath(loc).is_absolute():
-                problems.append(f"images[{index}]: location {loc!r} is absolute (escapes the dataset folder)")
+                problems.setdefault(index, []).append(
+                    f"images[{index}]: location {loc!r} is absolute (escapes the dataset folder)")
                 continue
             resolved = os.path.normpath(os.path.realpath(os.path.join(root, loc)))
             if os.path.commonpath([root, resolved]) != root:
-                problems.append(f"images[{index}]: location {loc!r} escapes the dataset folder")
+                problems.setdefault(index, []).append(f"images[{index}]: location {loc!r} escapes the dataset folder")
     return problems
 
 

@@ -16,18 +16,21 @@ import numpy as np
 
 from lumbarseg.inference.predict import Prediction
 from lumbarseg.io.atomic import Staging, atomic_path, write_text
-from lumbarseg.io.overlay import overlay_png
+from lumbarseg.io.overlay import overlay_picture
 from lumbarseg.io.readers import write_png_stack, write_volume
+from lumbarseg.io.slices import write_png
 from lumbarseg.io.volume import reorient
 
 PathLike = Union[str, Path]
-MASK_SUFFIXES = (".nii", ".nii.gz", ".mha")  # an output path ending so is a mask file, anything else a folder
+MASK_SUFFIXES = (".nii", ".nii.gz", ".mha", ".dcm")  # an output path ending so is a mask file, else a folder
 MEASUREMENT_FIELDS = ["case", "class", "label", "voxels", "volume_ml", "slices", "slice_coverage",
                       "first_slice", "last_slice"]
 
 
-def mask_suffix(input_format: str, input_path: PathLike) -> str:
-    """The mask's file suffix for an input format ('' = a folder of PNG slices)."""
+def mask_suffix(input_format: str, input_path: PathLike, dicom: bool = False) -> str:
+    """The mask's file suffix for an input format ('' = a folder of PNG slices); ``.dcm`` for DICOM outputs."""
+    if dicom:
+        return ".dcm"
     if input_format == "png":
         return ""
     if input_format == "metaimage":
@@ -85,14 +88,24 @@ def measure(prediction: Prediction, case: str = "") -> List[Dict[str, Any]]:
 
 
 def case_outputs(mask_path: PathLike, stem: PathLike, probabilities: bool = False,
-                 overlay: bool = False) -> Dict[str, Path]:
-    """The files one case's prediction writes: mask, and ``STEM_probabilities.nii.gz``/``STEM_overlay.png``."""
+                 overlay: bool = False, dicom: bool = False, measure: bool = False) -> Dict[str, Path]:
+    """The files one case's prediction writes: mask, and ``STEM_probabilities.nii.gz``/``STEM_overlay.png``.
+    DICOM outputs (``dicom``): the SEG at the mask's path (``.dcm``), ``STEM_sr.dcm``, and the figures as
+    Secondary Captures ``STEM_overlay.dcm`` (``overlay``) and ``STEM_spine.dcm`` (``measure``)."""
     stem = Path(stem)
-    paths = {"mask": Path(mask_path)}
+    extra = (lambda suffix: stem.with_name(stem.name + suffix))  # noqa: E731
+    if dicom:
+        paths = {"seg": Path(mask_path), "sr": extra("_sr.dcm")}
+        if overlay:
+            paths["overlay"] = extra("_overlay.dcm")
+        if measure:
+            paths["spine"] = extra("_spine.dcm")
+    else:
+        paths = {"mask": Path(mask_path)}
+        if overlay:
+            paths["overlay"] = extra("_overlay.png")
     if probabilities:
-        paths["probabilities"] = stem.with_name(stem.name + "_probabilities.nii.gz")
-    if overlay:
-        paths["overlay"] = stem.with_name(stem.name + "_overlay.png")
+        paths["probabilities"] = extra("_probabilities.nii.gz")
     return paths
 
 
@@ -102,13 +115,20 @@ def measurement_paths(stem: PathLike) -> List[Path]:
     return [stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".csv")]
 
 
-def write_case(prediction: Prediction, paths: Dict[str, Path], staging: Staging, title: str = "") -> None:
-    """Write a case's outputs (:func:`case_outputs`) through ``staging``: they appear together or not at all."""
-    write_mask(prediction, staging.path(paths["mask"]), overwrite=True)
+def write_case(prediction: Prediction, paths: Dict[str, Path], staging: Staging, title: str = "",
+               objects: Any = None) -> None:
+    """Write a case's outputs (:func:`case_outputs`) through ``staging``: they appear together or not at all.
+    ``objects`` are the case's DICOM objects (:func:`lumbarseg.inference.dicom.build_case`) for DICOM outputs."""
+    if objects is not None:
+        from lumbarseg.inference.dicom import write_case as write_dicom
+
+        write_dicom(objects, {kind: staging.path(paths[kind]) for kind, _ in objects.ordered()})
+    else:
+        write_mask(prediction, staging.path(paths["mask"]), overwrite=True)
+        if "overlay" in paths:
+            write_overlay(prediction, staging.path(paths["overlay"]), title=title)
     if "probabilities" in paths:
         write_probabilities(prediction, staging.path(paths["probabilities"]))
-    if "overlay" in paths:
-        write_overlay(prediction, staging.path(paths["overlay"]), title=title)
 
 
 def write_measurements(rows: Sequence[Dict[str, Any]], stem: PathLike, info: Optional[Dict[str, Any]] = None,
@@ -133,9 +153,14 @@ def write_measurements(rows: Sequence[Dict[str, Any]], stem: PathLike, info: Opt
 
 
 def write_overlay(prediction: Prediction, path: PathLike, title: str = "") -> None:
-    """The overlay mosaic of the prediction on its image (canonical orientation, physical aspect)."""
+    """The overlay mosaic (:func:`overlay_of`) as a PNG."""
+    write_png(path, overlay_of(prediction, title))
+
+
+def overlay_of(prediction: Prediction, title: str = "") -> np.ndarray:
+    """The overlay mosaic (RGB uint8) of the prediction on its image (canonical orientation, physical aspect)."""
     orientation = prediction.metadata.orientation
     image, _ = reorient(prediction.image, orientation)
     indices = prediction.mask.with_array(prediction.class_indices())
     mask, _ = reorient(indices, orientation)
-    overlay_png(path, image.array, mask.array, prediction.metadata.label_map, image.spacing[1:], title=title)
+    return overlay_picture(image.array, mask.array, prediction.metadata.label_map, image.spacing[1:], title=title)

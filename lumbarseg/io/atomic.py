@@ -23,17 +23,30 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Set, Tuple, Union
 
 from lumbarseg.errors import LumbarsegError
+from lumbarseg.io.paths import check_folder_for
 
 PathLike = Union[str, Path]
 STALE_SECONDS = 24 * 3600  # a temporary of another machine (shared file system) is left alone this long
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 _OURS = re.compile(r"^\.tmp-(\d+)\.([0-9a-f]{6})-")
+_TEMPORARY = re.compile(r"\.tmp-\d+\.[0-9a-f]{6}-[0-9a-f]{6}-")  # the prefix _temporary_sibling puts before a name
 _cleaned: Set[str] = set()
 
 
 def _temporary_sibling(dest: Path) -> Path:
     # Keep the full name at the end so writers that pick a format by suffix (.nii.gz) still work.
     return dest.parent / f".tmp-{os.getpid()}.{_HOST}-{uuid.uuid4().hex[:6]}-{dest.name}"
+
+
+def _final_name(text: Union[str, Path]) -> str:
+    """``OUT/.tmp-PID.HOST-RANDOM-seg.nii.gz`` (and nested temporaries) as ``OUT/seg.nii.gz``: what a message
+    shows, since a temporary's name means nothing to the user and is gone when the message is read."""
+    return _TEMPORARY.sub("", str(text))
+
+
+def _for_user(error: LumbarsegError) -> LumbarsegError:
+    """The error with temporaries' names replaced by the outputs' names."""
+    return LumbarsegError(_final_name(error.source), _final_name(error.problem))
 
 
 def _alive(pid: int) -> bool:
@@ -73,6 +86,15 @@ def clean_stale(folder: PathLike) -> None:
         mine = match is not None and match.group(2) == _HOST and os.name == "posix"
         if (mine and not _alive(int(match.group(1)))) or (not mine and age > STALE_SECONDS):  # type: ignore[union-attr]
             _remove(entry)
+
+
+def make_folder_for(dest: Path) -> None:
+    """Create ``dest``'s folder; a file in the way is one line naming the output (not errno 17 naming an input)."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        check_folder_for(dest)
+        raise
 
 
 def exists_error(dest: PathLike) -> LumbarsegError:
@@ -132,7 +154,7 @@ def _write_error(exc: OSError, dest: Path, tmp: Path) -> Optional[LumbarsegError
     """A writing error (disk full, file too large, permission) as one line naming the output."""
     if exc.filename is not None and not str(exc.filename).startswith(str(tmp)):
         return None  # an error about another file (e.g. an input read inside the block)
-    return LumbarsegError(dest, f"cannot write the output ({exc.strerror or type(exc).__name__})")
+    return LumbarsegError(_final_name(dest), f"cannot write the output ({exc.strerror or type(exc).__name__})")
 
 
 @contextmanager
@@ -141,7 +163,7 @@ def atomic_path(dest: PathLike, overwrite: bool = True) -> Iterator[Path]:
 
     ``overwrite=False``: never replace; an existing ``dest`` (even one created meanwhile) is an error."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_folder_for(dest)
     clean_stale(dest.parent)
     if not overwrite and os.path.lexists(dest):
         raise exists_error(dest)
@@ -158,6 +180,8 @@ def atomic_path(dest: PathLike, overwrite: bool = True) -> Iterator[Path]:
         if error is None:
             raise
         raise error from None
+    except LumbarsegError as exc:  # a writer's own error names the temporary it was writing
+        raise _for_user(exc) from None
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
@@ -172,7 +196,7 @@ def atomic_dir(dest: PathLike, overwrite: bool = False) -> Iterator[Path]:
     if os.path.lexists(dest) and not overwrite:
         raise FileExistsError(dest)
     _check_kind(dest, True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_folder_for(dest)
     clean_stale(dest.parent)
     tmp = _temporary_sibling(dest)
     tmp.mkdir()
@@ -197,7 +221,7 @@ class Staging:
         dest = Path(dest)
         if not self.overwrite and os.path.lexists(dest):
             raise exists_error(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_folder_for(dest)
         clean_stale(dest.parent)
         tmp = _temporary_sibling(dest)
         self.staged.append((tmp, dest))
@@ -258,6 +282,8 @@ def all_or_nothing(overwrite: bool = False) -> Iterator[Staging]:
         if dest is None:
             raise
         raise LumbarsegError(dest, f"cannot write the output ({exc.strerror or type(exc).__name__})") from None
+    except LumbarsegError as exc:  # a writer's own error names the temporary it was writing
+        raise _for_user(exc) from None
     finally:
         staging.discard()
 

@@ -103,28 +103,34 @@ def check_metaimage_data_file(path: Path) -> None:
             return
 
 
-def check_dicom_series(folder: Path, files: Sequence[str]) -> None:
-    """From the headers only: size within the limits, slices evenly spaced (none missing, none doubled)."""
-    import pydicom
-
+def check_dicom_series(source: PathLike, files: Sequence[str], headers: Sequence[Any],
+                       others: Sequence[Path] = ()) -> None:
+    """From the headers only: one frame of reference, size within the limits, slices evenly spaced (none missing,
+    none doubled). ``others`` are files of the folder that could not be read (named when a slice is missing)."""
     positions: List[np.ndarray] = []
     normal: Optional[np.ndarray] = None
     rows = cols = frames = 0
-    for name in files:
+    frames_of_reference: List[str] = []
+    for name, ds in zip(files, headers):
         try:
-            ds = pydicom.dcmread(name, stop_before_pixels=True, force=True)
             rows, cols = max(rows, int(ds.get("Rows", 0) or 0)), max(cols, int(ds.get("Columns", 0) or 0))
             frames += max(1, int(ds.get("NumberOfFrames", 1) or 1))
+            frames_of_reference.append(str(ds.get("FrameOfReferenceUID", "") or ""))
             position, orientation = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
             if position is not None and orientation is not None and len(position) == 3 and len(orientation) == 6:
                 if normal is None:
                     cosines = np.asarray([float(v) for v in orientation])
                     normal = np.cross(cosines[:3], cosines[3:])
                 positions.append(np.asarray([float(v) for v in position]))
-        except Exception as exc:  # pydicom raises InvalidDicomError, ValueError, struct.error, ...
+        except Exception as exc:  # pydicom raises ValueError, struct.error, ... on malformed values
             detail = f"{type(exc).__name__}: {str(exc)[:120]}"
             raise LumbarsegError(name, f"unreadable DICOM header ({detail})") from None
-    limits.check_volume((cols, rows, frames), folder, "DICOM series", slice_axes=(0, 1))
+    distinct = sorted(set(frames_of_reference))
+    if len(distinct) > 1:
+        counts = ", ".join(f"{frames_of_reference.count(uid)} in {uid or '(none)'}" for uid in distinct)
+        raise LumbarsegError(source, f"mixed frames of reference in one series ({counts}): its slices do not share one "
+                                     "patient coordinate system")
+    limits.check_volume((cols, rows, frames), source, "DICOM series", slice_axes=(0, 1))
     if normal is None or len(positions) != len(files) or len(files) < 3:
         return
     order = np.argsort([float(p @ normal) for p in positions])
@@ -133,14 +139,14 @@ def check_dicom_series(folder: Path, files: Sequence[str]) -> None:
     typical = float(np.median(steps))
     if typical <= 1e-6:
         doubled = int(np.count_nonzero(steps <= 1e-6))
-        raise LumbarsegError(folder, f"non-uniform sampling: {doubled} of {len(files)} slices repeat a position "
+        raise LumbarsegError(source, f"non-uniform sampling: {doubled} of {len(files)} slices repeat a position "
                                      "(two series or doubled files in one folder?)")
     worst = int(np.argmax(np.abs(steps - typical)))
     if abs(steps[worst] - typical) > max(0.01, 0.1 * typical):
         pair = " and ".join(sorted(Path(files[int(order[i])]).name for i in (worst, worst + 1)))
-        others = sorted(p.name for p in folder.iterdir() if p.is_file() and str(p) not in set(map(str, files)))
-        extra = f"; {len(others)} file(s) not in the series, e.g. {others[0]}" if others else ""
-        raise LumbarsegError(folder, f"non-uniform sampling: slice spacing {steps[worst]:.3g} mm between {pair} where "
+        names = sorted(p.name for p in others)
+        extra = f"; {len(names)} file(s) not in the series, e.g. {names[0]}" if names else ""
+        raise LumbarsegError(source, f"non-uniform sampling: slice spacing {steps[worst]:.3g} mm between {pair} where "
                                      f"the series has {typical:.3g} mm (a slice missing, doubled or corrupt){extra}")
 
 

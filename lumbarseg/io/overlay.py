@@ -94,14 +94,14 @@ def mosaic(tiles: Sequence[np.ndarray], columns: int, labels: LabelMap, title: s
     return np.concatenate([canvas, legend(labels, canvas.shape[1], title)], axis=0)
 
 
-def overlay_png(path: PathLike, image: np.ndarray, mask: np.ndarray, labels: LabelMap,
-                spacing: Sequence[float], title: str = "", max_slices: int = 12) -> None:
-    """Write a mosaic of up to ``max_slices`` sagittal slices (canonical axis 0) with their labels."""
+def overlay_picture(image: np.ndarray, mask: np.ndarray, labels: LabelMap, spacing: Sequence[float],
+                    title: str = "", max_slices: int = 12) -> np.ndarray:
+    """A mosaic (RGB uint8) of up to ``max_slices`` sagittal slices (canonical axis 0) with their labels."""
     grey = display_grey(image)
     picks = pick_slices(mask, max_slices)
     tiles = [render_tile(grey[k], mask[k], labels, f"slice {k}", spacing) for k in picks]
     columns = min(len(tiles), 6 if len(tiles) > 8 else 4)
-    write_png(path, mosaic(tiles, max(columns, 1), labels, title))
+    return mosaic(tiles, max(columns, 1), labels, title)
 
 
 def comparison_png(path: PathLike, image: Optional[np.ndarray], truth: np.ndarray, predicted: np.ndarray,

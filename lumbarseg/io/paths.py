@@ -5,6 +5,7 @@ after resolving symbolic links and ``..``, so another spelling of an input is ca
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple, Union
 
@@ -41,6 +42,21 @@ def check_not_input(output: PathLike, inputs: Iterable[Tuple[str, Optional[PathL
             label = f"{what} {kind}" if what else kind
             raise LumbarsegError(output, f"output {relation} the input {label} {source}: inputs are never replaced "
                                          "or written into (not even with --overwrite); choose another output")
+
+
+def blocking_file(output: PathLike) -> Optional[Path]:
+    """The file standing where a folder of ``output``'s path must be (its nearest existing ancestor), or None."""
+    for parent in Path(output).absolute().parents:
+        if os.path.lexists(parent):
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_folder_for(output: PathLike) -> None:
+    """The folder of ``output`` exists or can be made: no file stands where one of its folders must be."""
+    blocker = blocking_file(output)
+    if blocker is not None:
+        raise LumbarsegError(output, f"cannot write here: {blocker} is a file, not a folder")
 
 
 def inside(path: PathLike, folder: PathLike) -> bool:

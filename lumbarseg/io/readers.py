@@ -47,8 +47,8 @@ def volume_format(path: PathLike) -> str:
         files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
         pngs = [p for p in files if p.suffix.lower() == PNG_SUFFIX]
         if pngs and len(pngs) == len(files):
-            return "png"  # skip GDCM's scan of every file
-        if _dicom_series_ids(path):
+            return "png"  # skip reading every file's header
+        if _holds_dicom(path):
             return "dicom"
         if pngs:
             return "png"
@@ -186,7 +186,7 @@ def _write_nifti(volume: Volume, path: Path) -> None:
 # --- ITK formats (MetaImage, DICOM) ---------------------------------------------------------------
 
 
-def _itk_to_volume(image: Any, source: Path, header: Header) -> Volume:
+def _itk_to_volume(image: Any, source: PathLike, header: Header) -> Volume:
     import SimpleITK as sitk
 
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -256,35 +256,46 @@ def _write_itk(volume: Volume, path: Path) -> None:
         raise LumbarsegError(path, f"cannot write MetaImage ({_itk_message(exc)})") from None
 
 
-def _dicom_series_ids(folder: Path) -> List[str]:
-    import SimpleITK as sitk
+def _holds_dicom(folder: Path) -> bool:
+    from lumbarseg.io.dicom.study import candidate_files
 
-    with checks.quiet_libraries():  # "No Series were found" is an answer, not a warning
-        try:
-            return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-        except RuntimeError:
-            return []
+    return bool(candidate_files(folder))
 
 
 def _read_dicom(folder: Path) -> Volume:
+    """A DICOM folder: its one study's series chosen by :mod:`lumbarseg.io.dicom.choice` (one series: that one)."""
+    from lumbarseg.io.dicom.choice import choose
+    from lumbarseg.io.dicom.study import find_studies
+
+    studies = find_studies(folder)
+    if len(studies) != 1:
+        raise LumbarsegError(folder, f"folder holds {len(studies)} DICOM studies; give one study (a folder of "
+                                     "several studies is a batch for lumbarseg predict)")
+    series = choose(studies[0], source=str(folder)).series
+    return read_dicom_series(series.files, folder, series.headers, studies[0].unreadable)
+
+
+def read_dicom_series(files: Sequence[PathLike], source: PathLike, headers: Sequence[Any],
+                      others: Sequence[PathLike] = ()) -> Volume:
+    """One series from its files (ordered along the slice normal) and their headers (pydicom, no pixels), which
+    the volume keeps (``header.dicom``) for DICOM outputs. Pixels are decoded by GDCM (in SimpleITK), which reads
+    the compressed transfer syntaxes PACS exports use (JPEG lossless, JPEG-LS, JPEG 2000, RLE)."""
     import SimpleITK as sitk
 
-    ids = _dicom_series_ids(folder)
-    if len(ids) != 1:
-        raise LumbarsegError(folder, f"folder holds {len(ids)} DICOM series; give a folder with exactly one")
+    names = [str(f) for f in files]
+    checks.check_dicom_series(source, names, headers, [Path(o) for o in others])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(names)
     with checks.quiet_libraries():
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])
-        checks.check_dicom_series(folder, files)
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
         try:
             image = reader.Execute()
         except RuntimeError as exc:
-            raise LumbarsegError(folder, f"cannot read the DICOM series ({_itk_message(exc)})") from None
-    header = Header("dicom", series_uid=ids[0], files=tuple(str(f) for f in files))
+            raise LumbarsegError(source, f"cannot read the DICOM series ({_itk_message(exc)})") from None
+    uid = str(headers[0].SeriesInstanceUID) if headers else ""
+    header = Header("dicom", series_uid=uid, files=tuple(names), dicom=tuple(headers))
     if image.GetDimension() == 2:  # a single-slice series is a valid (thin) volume
         image = sitk.JoinSeries(image)
-    return _itk_to_volume(image, folder, header)
+    return _itk_to_volume(image, source, header)
 
 
 # --- PNG slice folders ------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ class Header:
 
     ``geometry`` is "known" (read from the file) or "unknown" (PNG slices: the affine comes from a
     spacing given by the caller, or assumed when ``spacing_assumed``). ``files`` are the slices or the
-    DICOM series in order; ``nifti_header`` is the nibabel header a NIfTI was read with (written back).
+    DICOM series in order; ``nifti_header`` is the nibabel header a NIfTI was read with (written back);
+    ``dicom`` the DICOM headers of the series (what DICOM outputs copy and reference).
     """
 
     format: str = ""  # one of FORMATS; "" for a volume made in memory
@@ -54,6 +55,7 @@ class Header:
     files: Tuple[str, ...] = ()
     series_uid: str = ""  # DICOM
     nifti_header: Any = None
+    dicom: Tuple[Any, ...] = ()  # DICOM: the series' headers (pydicom, no pixel data), in ``files`` order
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def test_identical_masks_agree_level_by_level(tmp_path, phantom):
     assert all(v > 0.99 for v in case["level_dice"].values())
     assert all(e["mad"] == pytest.approx(0.0, abs=1e-6) for e in summary["agreement"])
     assert summary["name_agreement"]["prediction"] == {"agree": 14, "levels": 14, "fraction": 1.0}
-    assert "## Levels" in (tmp_path / "report" / "report.md").read_text()
+    assert "## Levels" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
 
 
 def test_names_disagree_when_the_expert_counts_differently(tmp_path, phantom):

@@ -1,0 +1,23 @@
+"""`lumbarseg series`: list the series of DICOM studies, and which one predict would segment."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "series", help="list the series of a DICOM study folder (flat, nested, DICOMDIR) or DICOMweb study URL",
+        description="List each study's series (number, description, plane, weighting guess, slices, pixel spacing, "
+                    "thickness) and mark the one predict and measure segment (* = by the rule, or --series).")
+    parser.add_argument("path", help="a study folder, a folder of studies, a DICOMDIR, or a DICOMweb study URL")
+    parser.add_argument("--series", default=None, metavar="NUMBER|UID", help="mark this series instead of the rule's")
+    parser.add_argument("--dicomweb-token", default=None, metavar="TOKEN",
+                        help="bearer token for a DICOMweb URL (else $LUMBARSEG_DICOMWEB_TOKEN, the URL or ~/.netrc)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lumbarseg.io.dicom.listing import study_listing
+
+    print(study_listing(args.path, args.series, args.dicomweb_token), end="")
+    return 0
