@@ -6,6 +6,7 @@ import csv
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from lumbarseg.cli import main
 from lumbarseg.io import tensors
+from lumbarseg.model import metadata
 from lumbarseg.training import distributed
 from lumbarseg.training.distributed import World, detect_world, first_host, global_batches, my_part
 
@@ -58,6 +60,18 @@ def _log(run: Path) -> List[Dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _worlds(model: Path) -> List[Dict[str, object]]:
+    """The worlds of a model's training record (ONNX metadata)."""
+    return metadata.read(model).training_data["worlds"]
+
+
+def _config_with(tmp_path: Path, name: str, extra: str) -> Path:
+    """configs/tiny.yml with YAML lines appended."""
+    path = tmp_path / name
+    path.write_text(TINY.read_text() + extra)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _no_launcher(monkeypatch) -> None:
     for name in LAUNCH_ENV:
@@ -73,11 +87,17 @@ def test_detect_world_reads_each_launcher():
                              "MASTER_PORT": "1234"})
     assert torchrun == World(3, 4, 1, "torchrun", "n1", 1234)
     assert detect_world({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
-                         "OMPI_COMM_WORLD_LOCAL_RANK": "1"}) == World(1, 2, 1, "mpi")
-    assert detect_world({"PMI_RANK": "2", "PMI_SIZE": "3"}) == World(2, 3, 0, "mpi")
+                         "OMPI_COMM_WORLD_LOCAL_RANK": "1"}) == World(1, 2, 1, "mpirun")
+    assert detect_world({"PMI_RANK": "2", "PMI_SIZE": "3"}) == World(2, 3, 0, "mpirun")
     srun = detect_world({"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
                          "SLURM_STEP_NODELIST": "gpu[07-09,12],cpu1"})
-    assert srun == World(5, 8, 1, "slurm", "gpu07", 29500)
+    assert srun == World(5, 8, 1, "srun", "gpu07", 29500)
+    # srun --mpi=pmix: the MPI ranks are srun's tasks; MPICH's mpirun under Slurm: an srun step of 2 proxies
+    pmix = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "PMIX_RANK": "1", "PMIX_SIZE": "2",
+            "SLURM_STEP_NODELIST": "n[1-2]"}
+    assert detect_world(pmix) == World(1, 2, 0, "srun", "n1")
+    hydra = {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "2", "PMI_RANK": "3", "PMI_SIZE": "8"}
+    assert detect_world(hydra) == World(3, 8, 0, "mpirun")
     # the batch script of an sbatch job (no srun step): one process, whatever SLURM_NTASKS says
     assert detect_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "8"}) == World()
     assert first_host("node1") == "node1" and first_host("a[1-3]") == "a1"
@@ -133,9 +153,11 @@ def test_eddl_under_mpi_without_mpi4py_is_one_error_line(dataset, tmp_path, caps
 # --- torch.distributed: 2 processes on this machine -------------------------------------------
 
 
-def test_ddp_two_ranks_match_one_process_and_only_rank0_writes(dataset, tmp_path):
+def test_ddp_two_ranks_match_one_process_and_only_rank0_writes(dataset, tmp_path, capsys):
     """The same config (global batch 4) in 1 process and under torchrun with 2 (local batches 2 and 1):
-    same losses, Dice and weights; rank 1 runs under rank_guard, which kills it on any write in tmp_path."""
+    same losses, Dice and weights; rank 1 runs under rank_guard, which kills it on any write in tmp_path.
+    Each run records its world (config.yml, log.csv, log.json, best.onnx). With ``distributed.batch_norm:
+    local`` the ranks normalise with their own halves: other losses, and the record says so."""
     pytest.importorskip("torch")
     epochs = ("--epochs", "3")
     single = subprocess.run([sys.executable, "-m", "lumbarseg"] + _train_args(dataset, tmp_path / "one", *epochs),
@@ -145,6 +167,7 @@ def test_ddp_two_ranks_match_one_process_and_only_rank0_writes(dataset, tmp_path
                          env=_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("3 epochs") == 1  # rank 0 reports
+    assert "trained by 2 processes (torchrun, 1 node)" in two.stdout and "trained by 1 process" in single.stdout
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
     one_log, two_log = _log(tmp_path / "one"), _log(tmp_path / "two")
@@ -157,6 +180,37 @@ def test_ddp_two_ranks_match_one_process_and_only_rank0_writes(dataset, tmp_path
     assert worst < TOLERANCE
     moved = max(float(np.abs(ref[k] - _initial(k)).max()) for k in ref if k.endswith("weight"))
     assert moved > 100 * TOLERANCE  # the comparison is not of untrained nets
+    # provenance: what each run was trained by
+    host = socket.gethostname()
+    assert [r["world_size"] for r in one_log] == ["1"] * 3 and [r["world_size"] for r in two_log] == ["2"] * 3
+    (world,) = json_of(tmp_path / "two" / "log.json")["worlds"]
+    assert world == {"launcher": "torchrun", "world_size": 2, "nodes": [host], "ranks_per_node": [2],
+                     "devices": ["cpu", "cpu"], "backend": "gloo", "global_batch": 4, "per_rank_batch": [2, 2],
+                     "batch_norm": "global", "first_epoch": 1, "last_epoch": 3}
+    (alone,) = _worlds(tmp_path / "one" / "best.onnx")
+    assert alone["launcher"] == "none" and alone["world_size"] == 1 and alone["per_rank_batch"] == [4]
+    header = (tmp_path / "two" / "config.yml").read_text().splitlines()[0]
+    assert header == f"# trained from epoch 1 by torchrun, 2 processes on 1 node ({host}: 2), cpu, gloo, global " \
+                     "batch 4 (2 + 2 per rank), BatchNorm global", header
+    best = metadata.read(tmp_path / "two" / "best.onnx").training_data  # the model of the best epoch
+    assert best["worlds"] == [dict(world, last_epoch=best["best_epoch"])]
+    assert main(["models", str(tmp_path / "two" / "best.onnx"), str(tmp_path / "one" / "best.onnx")]) == 0
+    shown = capsys.readouterr().out
+    assert f"  world     {header[len('# trained from epoch 1 by '):]}\n" in shown, shown
+    assert f"  world     1 process (no launcher) on {host}, cpu, batch 4\n" in shown, shown
+    local = subprocess.run(_torchrun("-m", "lumbarseg") + _train_args(dataset, tmp_path / "local", *epochs) + [
+        "--config", str(_config_with(tmp_path, "local.yml", "distributed: {batch_norm: local}\n"))],
+        env=_env(), capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr[-3000:]
+    assert _worlds(tmp_path / "local" / "best.onnx")[0]["batch_norm"] == "local"
+    losses = [(float(a["train_loss"]), float(b["train_loss"])) for a, b in zip(one_log, _log(tmp_path / "local"))]
+    assert max(abs(a - b) for a, b in losses) > 1e-3, losses  # per-rank statistics: not the global batch's
+
+
+def json_of(path: Path) -> Dict[str, object]:
+    import json
+
+    return json.loads(path.read_text())
 
 
 def _initial(key: str) -> np.ndarray:
@@ -201,7 +255,21 @@ def test_kill_9_of_one_rank_stops_the_job_and_resume_finishes(tmp_path):
                              env=_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{epochs} epochs" in resumed.stdout
-    assert [int(r["epoch"]) for r in _log(run)] == list(range(1, epochs + 1))
+    log = _log(run)
+    assert [int(r["epoch"]) for r in log] == list(range(1, epochs + 1))
+    # another world size: one line says so, and the log, the config and the model record both worlds
+    done_epochs = done[0]
+    (note,) = [line for line in resumed.stderr.splitlines() if "note:" in line]
+    assert note == (f"lumbarseg: note: {run}: resumed from epoch {done_epochs + 1} by 3 processes (torchrun, 1 node); "
+                    f"{'epoch 1' if done_epochs == 1 else f'epochs 1-{done_epochs}'} ran on 2 processes (torchrun, "
+                    "1 node); the global batch stays 4 (1 + 1 + 2 per rank)"), note
+    assert [r["world_size"] for r in log] == ["2"] * done_epochs + ["3"] * (epochs - done_epochs)
+    worlds = json_of(run / "log.json")["worlds"]
+    assert [(w["world_size"], w["first_epoch"], w["last_epoch"]) for w in worlds] == [
+        (2, 1, done_epochs), (3, done_epochs + 1, epochs)]
+    assert (run / "config.yml").read_text().count("# trained from epoch") == 2
+    assert main(["export", str(run), "-o", str(tmp_path / "last.onnx"), "--checkpoint", "last"]) == 0
+    assert _worlds(tmp_path / "last.onnx") == worlds
 
 
 def _rank_pid(agent: int, rank: int) -> int:
