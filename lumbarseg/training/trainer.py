@@ -211,11 +211,12 @@ def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentC
         epoch = state["epoch"]
         started = time.perf_counter()
         losses, lr = train_epoch(engine, source, config, epoch, progress, replica)
+        trained = time.perf_counter() - started
         dice = validate(engine, source.batches("validation", epoch), len(classes), replica.sum)
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": replica.mean_loss(losses),
                   "dice": {name: dice[i] for i, name in enumerate(classes) if i > 0},
                   "mean_dice": float(np.mean(dice[1:])), "seconds": time.perf_counter() - started,
-                  "world_size": replica.world.size}
+                  "train_seconds": trained, "world_size": replica.world.size}
         state["history"].append(record)
         state["epoch"] = epoch + 1
         state["worlds"][-1]["last_epoch"] = epoch + 1
