@@ -112,6 +112,36 @@ def _modes_run(data: Path, config: Path, mode: str, epochs: int, out: Path) -> D
             "dice": last["dice"]}
 
 
+def _bn_compute(config: Any, steps: int = 8) -> Dict[str, float]:
+    """Seconds of one training step of one rank's part of the batch (1 thread, a training crop) with PyTorch's
+    BatchNorm and with GlobalBatchNorm2d whose all-reduces are replaced by nothing: the cost of computing the
+    statistics in Python, apart from any communication."""
+    import numpy as np
+    import torch
+
+    from lumbarseg.engines import torch_distributed
+    from lumbarseg.engines.torch_engine import TorchEngine
+
+    torch.set_num_threads(1)
+    crop = (192, 160)  # configs/unet_spider.yml's AugRandomCrop (rows, cols)
+    rng = np.random.default_rng(0)
+    images = rng.random((config.batch_size // 2, 1) + crop, dtype=np.float32)
+    labels = rng.integers(0, 4, (config.batch_size // 2,) + crop)
+    result = {}
+    for mode in ("local", "global"):
+        engine = TorchEngine(config.spec(4), threads=1)
+        if mode == "global":
+            torch_distributed.global_sum = lambda tensor: tensor  # one rank, no process group
+            torch_distributed.global_batch_norm(engine.net)
+        engine.configure_training(config.optimizer, config.loss)
+        engine.train_step(images, labels)
+        started = time.perf_counter()
+        for _ in range(steps):
+            engine.train_step(images, labels)
+        result[mode] = (time.perf_counter() - started) / steps
+    return result
+
+
 def _compare_batch_norm(args: argparse.Namespace, params: int, bn_layers: int) -> None:
     from lumbarseg.config import load_config
     from lumbarseg.data.deephealth_yaml import load_dataset
@@ -130,6 +160,7 @@ def _compare_batch_norm(args: argparse.Namespace, params: int, bn_layers: int) -
         done = subprocess.run(_torchrun() + [__file__, "--collectives", str(params), str(64)], check=True,
                               env=_env(1), capture_output=True, text=True)
     comm = json.loads(done.stdout.strip().splitlines()[-1])
+    compute = _bn_compute(config)
     # steady state: the first epoch (start-up, first allocations) is left out of the step time
     step = {m: statistics.median(s for r in rs for s in r["train_s"][1:]) / steps for m, rs in runs.items()}
     ratios = [statistics.median(g["train_s"][1:]) / statistics.median(lo["train_s"][1:])
@@ -148,7 +179,12 @@ def _compare_batch_norm(args: argparse.Namespace, params: int, bn_layers: int) -
               + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + ")"
               + ("" if len({r["mean_dice"] for r in rs}) == 1 else f" (runs differ: {[r['mean_dice'] for r in rs]})"))
     print(f"  step time global / local, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)} "
-          f"(median {statistics.median(ratios):.2f})")
+          f"(median {statistics.median(ratios):.2f}); global - local = {(step['global'] - step['local']) * 1e3:.0f} ms "
+          f"= {100 * (1 - step['local'] / step['global']):.0f}% of a global step")
+    print(f"  of which computing the statistics in Python (one process, {config.batch_size // 2} crops, all-reduces "
+          f"left out): {(compute['global'] - compute['local']) * 1e3:.0f} ms ({compute['global'] * 1e3:.0f} vs "
+          f"{compute['local'] * 1e3:.0f} ms a step); the rest is the all-reduces and each rank waiting at them for "
+          "the other")
 
 
 def main() -> int:
