@@ -63,8 +63,11 @@ def summary(meta: ModelMetadata) -> List[Tuple[str, str]]:
     if record.get("epochs") is not None:
         best = record.get("best_epoch")
         dice = record.get("validation_mean_dice")
-        text = f"{record['epochs']} epochs" + (f", best epoch {best}" if best else "") + \
-            (f" (validation mean Dice {dice:.3f})" if dice is not None else "")
+        text = f"{record['epochs']} epoch{'' if record['epochs'] == 1 else 's'}"
+        if best:
+            text += f", best epoch {best}"
+        if dice is not None:
+            text += f" (validation mean Dice {dice:.3f})"
         optimizer = record.get("optimizer") or {}
         if optimizer:
             text += f", {optimizer.get('name')} lr {optimizer.get('lr'):g}"
