@@ -112,12 +112,21 @@ def _modes_run(data: Path, config: Path, mode: str, epochs: int, out: Path) -> D
             "dice": last["dice"]}
 
 
-def _bn_compute(config: Any, rounds: int = 5, steps: int = 3) -> Dict[str, float]:
-    """Seconds of one training step of one rank's part of the batch (1 thread, a training crop) with PyTorch's
-    BatchNorm and with GlobalBatchNorm2d whose all-reduces are replaced by nothing: the cost of computing the
-    statistics in Python, apart from any communication. The two nets take turns; the median of the rounds."""
+def _bn_compute(config: Any, rounds: int = 5, steps: int = 3) -> Dict[str, Dict[str, float]]:
+    """One training step of one rank's part of the batch (1 thread, a training crop) with PyTorch's BatchNorm and
+    with GlobalBatchNorm2d whose all-reduces are replaced by nothing: its seconds (the nets take turns; the median of
+    the rounds), the cost of computing the statistics in Python apart from any communication; and the operators it
+    dispatches (forward, backward, optimiser): what bounds a step on a GPU, each costing PyTorch's eager overhead."""
     import numpy as np
     import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
 
     from lumbarseg.engines import torch_distributed
     from lumbarseg.engines.torch_engine import TorchEngine
@@ -142,7 +151,12 @@ def _bn_compute(config: Any, rounds: int = 5, steps: int = 3) -> Dict[str, float
             for _ in range(steps):
                 engine.train_step(images, labels)
             times[mode].append((time.perf_counter() - started) / steps)
-    return {mode: statistics.median(t) for mode, t in times.items()}
+    result = {}
+    for mode, engine in engines.items():
+        with Count() as counted:
+            engine.train_step(images, labels)
+        result[mode] = {"seconds": statistics.median(times[mode]), "ops": counted.ops}
+    return result
 
 
 def _compare_batch_norm(args: argparse.Namespace, params: int, bn_layers: int) -> None:
@@ -184,10 +198,13 @@ def _compare_batch_norm(args: argparse.Namespace, params: int, bn_layers: int) -
     print(f"  step time global / local, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)} "
           f"(median {statistics.median(ratios):.2f}); global - local = {(step['global'] - step['local']) * 1e3:.0f} ms "
           f"= {100 * (1 - step['local'] / step['global']):.0f}% of a global step")
+    g, lo = compute["global"], compute["local"]
     print(f"  of which computing the statistics in Python (one process, {config.batch_size // 2} crops, all-reduces "
-          f"left out): {(compute['global'] - compute['local']) * 1e3:.0f} ms ({compute['global'] * 1e3:.0f} vs "
-          f"{compute['local'] * 1e3:.0f} ms a step); the rest is the all-reduces and each rank waiting at them for "
+          f"left out): {(g['seconds'] - lo['seconds']) * 1e3:.0f} ms ({g['seconds'] * 1e3:.0f} vs "
+          f"{lo['seconds'] * 1e3:.0f} ms a step); the rest is the all-reduces and each rank waiting at them for "
           "the other")
+    print(f"  operators dispatched per training step (forward, backward, optimiser): global {g['ops']}, local "
+          f"{lo['ops']} (x{g['ops'] / lo['ops']:.1f})")
 
 
 def main() -> int:

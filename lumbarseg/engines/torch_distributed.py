@@ -108,7 +108,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         c = self.num_features
         xf = x.float()
-        count = torch.tensor([float(x.shape[0] * x.shape[2] * x.shape[3])], device=x.device)
+        # no host-device copy or sync in this method: on CUDA the kernels and all-reduces stay queued
+        count = xf.new_full((1,), float(x.shape[0] * x.shape[2] * x.shape[3]))
         first = global_sum(torch.cat([xf.sum((0, 2, 3)), count]))
         total = first[c]
         mean = first[:c] / total
@@ -117,8 +118,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
+                unbiased = var.detach() * total / (total - 1).clamp_min(1.0)
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * var.detach() * total / max(float(total) - 1, 1.0))
+                self.running_var.mul_(1 - m).add_(m * unbiased)
                 if self.num_batches_tracked is not None:
                     self.num_batches_tracked.add_(1)
         out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
