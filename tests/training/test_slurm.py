@@ -12,13 +12,11 @@ from typing import Dict
 
 import pytest
 import slurm_cluster
-from launch import LAUNCH_ENV, config_with, model_worlds, read_log
+from launch import LAUNCH_ENV, REPO, TINY, config_with, model_worlds, read_log
 
 from lumbarseg.training import rundir
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "slurm"
-TINY = REPO / "configs" / "tiny.yml"
 TWO_TASKS = ("--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10")
 
 
