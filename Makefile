@@ -20,7 +20,8 @@ STAMP := .make-installed-$(subst /,_,$(abspath $(PYTHON)))
 # vermin has no __main__: `python -m vermin` fails, so call its entry point with this interpreter.
 VERMIN := $(PYTHON) -c 'import sys, vermin; sys.exit(vermin.main())'
 
-.PHONY: install test lint py38-check demo model bench clean distclean test-py38 docker-cpu docker-cuda docker-run-cpu docker-run-cuda
+.PHONY: install test lint py38-check demo model bench docs docs-serve clean distclean test-py38 docker-cpu docker-cuda \
+	docker-run-cpu docker-run-cuda
 
 $(VENV)/bin/python:
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -33,7 +34,7 @@ $(STAMP): setup.py $(MAKE_VENV)
 install: $(STAMP)
 
 lint: install
-	$(PYTHON) -m ruff check lumbarseg tests benchmarks datasets setup.py
+	$(PYTHON) -m ruff check lumbarseg tests benchmarks datasets docs setup.py
 	$(VERMIN) --no-tips --violations -t=3.8- --backport dataclasses --eval-annotations lumbarseg setup.py
 
 # The 3.8 import run comes before the suite so that pytest's closing line is the whole suite's.
@@ -89,6 +90,18 @@ model: install
 
 bench: install
 	$(PYTHON) benchmarks/run.py
+
+# The manual (mkdocs.yml, docs/): `make docs` builds it into build/site/ (strict: a broken link, anchor or page
+# left out of the nav fails), `make docs-serve` serves it on http://127.0.0.1:8000, rebuilt on every change.
+# `make test` builds it too (tests/docs/). The two variables silence the notices MkDocs' plugins print about MkDocs 2.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true
+DOCS_ADDR ?= 127.0.0.1:8000
+
+docs: install
+	$(DOCS_ENV) $(PYTHON) -m mkdocs build --strict
+
+docs-serve: install
+	$(DOCS_ENV) $(PYTHON) -m mkdocs serve --strict --dev-addr $(DOCS_ADDR)
 
 # clean keeps .venv (a slow reinstall); `make distclean` removes it too.
 clean:

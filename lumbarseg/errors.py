@@ -6,7 +6,12 @@ from typing import Union
 
 
 class LumbarsegError(Exception):
-    """A problem with the user's input or environment, reported as ``SOURCE: PROBLEM``."""
+    """A problem with the user's input or environment, shown as one line: `SOURCE: PROBLEM`.
+
+    Args:
+        source: the file, flag or entry at fault.
+        problem: what is wrong with it.
+    """
 
     def __init__(self, source: Union[str, Path], problem: str) -> None:
         self.source = str(source)

@@ -59,7 +59,13 @@ def _parse_raw(value: RawSpec, where: str) -> Range:
 
 @dataclass(frozen=True)
 class LabelMap:
-    """Classes (background first), their raw value ranges, and colours."""
+    """Classes (background first), the raw mask values of each, and their colours.
+
+    Attributes:
+        classes: class names; the index of each is its class index.
+        ranges: per class, inclusive (low, high) ranges of raw values.
+        colors: per class, RGB.
+    """
 
     classes: Tuple[str, ...]
     ranges: Tuple[Tuple[Range, ...], ...]
@@ -104,7 +110,15 @@ class LabelMap:
 
     @classmethod
     def load(cls, name_or_path: Union[str, Path]) -> LabelMap:
-        """A built-in label map by name (``spider-png``, ``spider``, ``lumbarseg``) or a YAML file."""
+        """A built-in label map by name, or one from a YAML file.
+
+        Args:
+            name_or_path: `spider-png`, `spider` or `lumbarseg`, or a YAML mapping class names to raw values or
+                ranges (`{vertebra: ['1-25'], canal: [100]}`).
+
+        Returns:
+            The label map (background first, then the classes in the file's order).
+        """
         key = str(name_or_path)
         if key in BUILTIN_LABEL_MAPS:
             return cls.from_mapping(BUILTIN_LABEL_MAPS[key], source=key)
@@ -122,7 +136,11 @@ class LabelMap:
 
     @classmethod
     def from_classes(cls, classes: Sequence[str]) -> LabelMap:
-        """A label map whose raw values are the class indices (masks already in class-index form)."""
+        """A label map whose raw values are the class indices (masks already in class-index form).
+
+        Args:
+            classes: class names, `background` first.
+        """
         if not classes or classes[0] != BACKGROUND:
             raise LumbarsegError("classes", f"class list must start with {BACKGROUND!r}, got {list(classes)}")
         return cls.from_mapping({name: [i] for i, name in enumerate(classes)}, source="classes")
@@ -137,7 +155,18 @@ class LabelMap:
         return out
 
     def to_index(self, raw: np.ndarray, source: Union[str, Path] = "mask") -> np.ndarray:
-        """Map raw mask values to class indices (uint8); unknown values are an error naming ``source``."""
+        """Map raw mask values to class indices.
+
+        Args:
+            raw: a mask of raw values.
+            source: what to name in the error.
+
+        Returns:
+            uint8 class indices of the same shape.
+
+        Raises:
+            LumbarsegError: values the map does not know, naming `source`.
+        """
         raw = np.asarray(raw)
         values = np.unique(raw)
         lut_values = np.full(values.shape, -1, dtype=np.int64)

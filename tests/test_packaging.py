@@ -21,7 +21,8 @@ from lumbarseg.model.registry import DEFAULT_MODEL, MODELS
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = MODELS[DEFAULT_MODEL].file  # the default model: models/ in the checkout, lumbarseg/resources/ installed
 REAL_MODEL = ROOT / "models" / MODEL
-SOURCES = ["setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "lumbarseg", "models", "docker"]
+SOURCES = ["setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "lumbarseg", "models", "docker", "docs",
+           "mkdocs.yml"]
 # every shipped model and card in the checkout (a stand-in replaces the default model when it is absent)
 SHIPPED = {MODEL} | {name for entry in MODELS.values() for name in (entry.file, entry.card)
                     if (ROOT / "models" / name).is_file()}
@@ -57,7 +58,7 @@ def test_sdist_carries_sources_models_and_pins(built) -> None:
     with tarfile.open(built["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for needed in ("setup.py", "README.md", "lumbarseg/cli/__init__.py", *(f"models/{name}" for name in SHIPPED),
-                   "docker/requirements-py38.txt"):
+                   "docker/requirements-py38.txt", "mkdocs.yml", "docs/index.md", "docs/gen_pages.py"):
         assert needed in names, needed
     assert not any("__pycache__" in n for n in names)
 

@@ -45,7 +45,16 @@ def _image_for(case: Case, images: List[Case], single: bool) -> Optional[Case]:
 
 
 def measure_prediction(prediction: Any, case: str = "", thresholds: Optional[Thresholds] = None) -> SpineReport:
-    """The spine report of a :class:`~lumbarseg.inference.predict.Prediction` (``predict --measure``)."""
+    """The spine report of a `Prediction` (`lumbarseg predict --measure`).
+
+    Args:
+        prediction: what `predict` returned.
+        case: the case's name in the report.
+        thresholds: stenosis and listhesis thresholds (mm).
+
+    Returns:
+        The `SpineReport`.
+    """
     index = prediction.mask.with_array(prediction.class_indices())
     return analyse(index, prediction.classes, case, prediction.image, thresholds)
 
@@ -54,7 +63,20 @@ def measure_path(mask: PathLike, out_dir: PathLike, label_map: Union[str, LabelM
                  image: Optional[PathLike] = None, spacing: Optional[Sequence[float]] = None,
                  thresholds: Optional[Thresholds] = None,
                  overwrite: bool = False) -> Tuple[List[SpineReport], List[str]]:
-    """Measure every case at ``mask``; returns the reports and the names of the cases that failed."""
+    """Measure one mask file or every mask of a folder and write their spine reports: `lumbarseg measure`.
+
+    Args:
+        mask: a mask file, or a folder of mask cases.
+        out_dir: the output folder (`<case>_spine.json/.csv/.png`, `<case>_levels.*`, `spine.csv` for a folder).
+        label_map: the masks' label map (default `lumbarseg`: class indices 0-3).
+        image: the MRI volume (or folder of them, matched by name) for the pictures.
+        spacing: (slice, row, col) voxel size in mm for PNG masks, which carry none.
+        thresholds: stenosis and listhesis thresholds (mm).
+        overwrite: replace existing outputs.
+
+    Returns:
+        The reports of the cases measured, and the names of the cases that failed.
+    """
     mask, out_dir = Path(mask), Path(out_dir)
     label_map = label_map if isinstance(label_map, LabelMap) else LabelMap.load(label_map)
     cases = find_cases(mask)

@@ -39,7 +39,19 @@ class View:
 
 @dataclass
 class SpineReport:
-    """Levels top to bottom with their measurements, alignment, and the levels mask in the input grid."""
+    """Levels top to bottom with their measurements, the alignment, and the levels mask in the input's grid.
+
+    Attributes:
+        case: the case's name.
+        levels: `Level`s top to bottom: `name` (e.g. `L4`, `L4-L5`), `kind`, `partial`, `measurements`
+            (unit-suffixed keys: `_mm`, `_deg`, `_pct`), `flags`.
+        alignment: `lordosis_deg` and `lordosis_l1_s1_deg` (degrees; None where not measurable).
+        levels_volume: instance labels in the input's grid and geometry (SPIDER's numbering).
+        thresholds: the thresholds used.
+        spacing: the mask's voxel size in mm (slice, row, col, canonical order).
+        view: the canonical slice the picture shows (classes, level values, image) and its spacing.
+        notes: what the reader should know (screening aid, naming assumption).
+    """
 
     case: str
     levels: List[Level]
@@ -51,6 +63,7 @@ class SpineReport:
     notes: List[str] = field(default_factory=list)
 
     def level(self, name: str) -> Optional[Level]:
+        """The level of that name (e.g. `"L4-L5"`), or None."""
         return next((lv for lv in self.levels if lv.name == name), None)
 
     @property
@@ -282,7 +295,23 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
 
 def measure_mask(volume: Volume, label_map: Union[str, LabelMap] = "lumbarseg", case: str = "",
                  image: Optional[Volume] = None, thresholds: Optional[ms.Thresholds] = None) -> SpineReport:
-    """The spine report of a raw mask read through its label map (built-in name, YAML path or LabelMap)."""
+    """Name the levels of a 3-class mask and measure them: the spine report.
+
+    Args:
+        volume: the mask with its affine (any orientation; lengths come out in mm from its spacing).
+        label_map: how the mask's raw values map to classes: a built-in name (`lumbarseg`, `spider-png`,
+            `spider`), a YAML file, or a `LabelMap`; it needs vertebra and disc classes.
+        case: the case's name in the report.
+        image: the MRI volume on the same grid, for the picture.
+        thresholds: stenosis and listhesis thresholds (mm; default 12 / 10 mm canal, 3 mm slip).
+
+    Returns:
+        The `SpineReport`.
+
+    Raises:
+        LumbarsegError: an empty mask, no disc, a single slice, a spine not running head to feet in the mask's
+            geometry, or a label map without vertebra and disc classes.
+    """
     label_map = label_map if isinstance(label_map, LabelMap) else LabelMap.load(label_map)
     index = volume.with_array(label_map.to_index(volume.array, volume.source or case or "mask"))
     if image is not None and image.shape != volume.shape:

@@ -199,10 +199,27 @@ def from_slices(images_dir: PathLike, masks_dir: PathLike, output: PathLike, lab
                 spacing: Optional[Sequence[float]] = None,
                 normalization: Dict[str, Any] = DEFAULT_NORMALIZATION, name: Optional[str] = None,
                 overwrite: bool = False, progress: bool = True) -> DeepHealthDataset:
-    """Build ``output`` (a .yml) from image and mask slice folders paired by file name.
+    """Build a DeepHealth Dataset YAML from folders of image and mask slices (PNG) paired by file name.
 
-    Images of one patient are normalised together (one volume); masks are mapped to class
-    indices with ``label_map``. ``spacing`` is (row, col[, between slices]) mm, if known.
+    Images of one patient are normalised together (as one volume); masks are mapped to class indices with
+    `label_map`. The dataset is written beside `output` (`OUT.yml` and the folder `OUT/`), all or nothing.
+
+    Args:
+        images_dir: the image slices (8- or 16-bit PNG, grey or RGB with R = G = B).
+        masks_dir: the mask slices, with the same file names.
+        output: the dataset YAML to write.
+        label_map: the masks' raw values -> classes.
+        pattern: a regular expression with the group `(?P<patient>...)` and optionally `(?P<slice>...)`
+            (default: SPIDER's file names).
+        split: the patient split (fractions, seed, fixed patients).
+        spacing: (row, col[, between slices]) in mm, if known (PNG slices carry no geometry).
+        normalization: the intensity normalisation (default: 0.5th-99.5th percentile per patient).
+        name: the dataset's name (default: the YAML's stem).
+        overwrite: replace an existing dataset.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The dataset as written.
     """
     images_dir, masks_dir, yml = Path(images_dir), Path(masks_dir), Path(output)
     folder = _check_output(yml, [images_dir, masks_dir], overwrite)
@@ -305,10 +322,26 @@ def from_volumes(images_dir: PathLike, labels_dir: PathLike, output: PathLike, l
                  pattern: str = DEFAULT_VOLUME_PATTERN, split: SplitSpec = SplitSpec(),
                  normalization: Dict[str, Any] = DEFAULT_NORMALIZATION, name: Optional[str] = None,
                  overwrite: bool = False, progress: bool = True) -> DeepHealthDataset:
-    """Build ``output`` from image and label volumes paired by name, cut into sagittal slices.
+    """Build a DeepHealth Dataset YAML from image and label volumes paired by name, cut into sagittal slices.
 
-    Each volume is reoriented to RIP (axis 0 = sagittal slices), normalised as a whole, and
-    its original geometry (affine, shape, orientation) recorded so predictions can go back.
+    Each volume is reoriented to RIP (axis 0 = sagittal slices, no resampling), normalised as a whole, and its
+    original geometry (affine, shape, orientation) recorded so predictions can be put back.
+
+    Args:
+        images_dir: the image volumes (NIfTI, MetaImage or DICOM series folders).
+        labels_dir: the label volumes, with the same names and voxel grids.
+        output: the dataset YAML to write.
+        label_map: the labels' raw values -> classes.
+        pattern: a regular expression whose group `(?P<patient>...)` groups volumes into patients (default:
+            each volume its own patient).
+        split: the patient split (fractions, seed, fixed patients).
+        normalization: the intensity normalisation (default: 0.5th-99.5th percentile per volume).
+        name: the dataset's name (default: the YAML's stem).
+        overwrite: replace an existing dataset.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The dataset as written; its `spacing` is the median in-plane spacing (mm) of the volumes.
     """
     images_dir, labels_dir, yml = Path(images_dir), Path(labels_dir), Path(output)
     folder = _check_output(yml, [images_dir, labels_dir], overwrite)

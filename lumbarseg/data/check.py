@@ -76,7 +76,20 @@ class CheckReport:
 
 
 def check_file(path: PathLike, strict: bool = False, progress: bool = True) -> CheckReport:
-    """Load (structural errors raise LumbarsegError) and check a dataset YAML."""
+    """Check a dataset YAML and every file it names: `lumbarseg dataset check`.
+
+    Args:
+        path: the dataset YAML.
+        strict: also report locations outside the dataset's folder (absolute or `..`).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The `CheckReport`: all problems and warnings found, counts per split, image sizes, class pixel
+            fractions (`summary()` prints them).
+
+    Raises:
+        LumbarsegError: a YAML whose structure cannot be read at all.
+    """
     return check_dataset(load_dataset(path, strict=False), strict=strict, progress=progress)
 
 

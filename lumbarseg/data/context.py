@@ -77,8 +77,17 @@ def _relative(path: Path, root: Path) -> str:
 
 def write_with_slice_channels(source: PathLike, output: PathLike, offsets: Sequence[int],
                               overwrite: bool = False) -> DeepHealthDataset:
-    """Read the dataset YAML ``source``, write its 2.5D form to ``output`` (beside it is best: the slice files
-    are shared, not copied) and return it."""
+    """Write the 2.5D form of a dataset: each sample's neighbouring slices as its channels.
+
+    Args:
+        source: the dataset YAML to read (never replaced).
+        output: the YAML to write; beside `source` is best, since the slice files are shared, not copied.
+        offsets: slice offsets, one per channel, holding 0 once (e.g. `[-2, 0, 2]`); at most 9.
+        overwrite: replace an existing `output`.
+
+    Returns:
+        The dataset as written.
+    """
     source, output = Path(source), Path(output)
     dataset = load_dataset(source)
     check_not_input(output, [("dataset", source)])

@@ -48,7 +48,18 @@ class Sample:
 
 @dataclass
 class DeepHealthDataset:
-    """A segmentation dataset in DeepHealth YAML form; ``meta`` is lumbarseg's extra key."""
+    """A segmentation dataset in DeepHealth YAML form.
+
+    Attributes:
+        name: the dataset's name.
+        description: its description.
+        root: the folder its locations are relative to (the YAML's).
+        samples: one entry per image: location(s) (several = channels), label (mask path), values.
+        split: split name -> sample indices.
+        features: the names of the samples' values (lumbarseg writes `patient`, `slice`, `source`).
+        meta: lumbarseg's own key (`lumbarseg:`): classes, label map, colours, spacing, split recipe, ...
+        source: the YAML file it was read from.
+    """
 
     name: str
     description: str
@@ -155,9 +166,17 @@ class DeepHealthDataset:
 
 
 def load_dataset(path: PathLike, strict: bool = False) -> DeepHealthDataset:
-    """Read and validate the structure of a DeepHealth Dataset YAML (not the files it names).
+    """Read a DeepHealth Dataset YAML and check its structure (not the files it names: see `check_file`).
 
-    ``strict`` also rejects locations that escape the YAML's folder (absolute or ``..``).
+    Args:
+        path: the YAML file; a leading `%YAML:1.2` line (ECVL's examples) is accepted.
+        strict: also reject locations that escape the YAML's folder (absolute or `..`).
+
+    Returns:
+        The dataset.
+
+    Raises:
+        LumbarsegError: malformed YAML, a `classes` key (classification), out-of-range split indices, ...
     """
     path = Path(path)
     if not path.is_file():

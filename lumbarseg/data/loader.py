@@ -30,10 +30,23 @@ Batch = Tuple[np.ndarray, np.ndarray]
 
 
 class SliceLoader:
-    """Batches of one split: images float32 (N, C, H, W) and class indices int64 (N, H, W).
+    """Batches of one split, augmented, without pyecvl: images float32 (N, C, H, W) and class indices int64 (N, H, W).
 
-    C is 1, or the number of a 2.5D dataset's slice channels (:mod:`lumbarseg.data.context`): every channel
-    gets the same drawn augmentation, so geometry stays aligned across them.
+    C is 1, or the number of a 2.5D dataset's slice channels: every channel gets the same drawn augmentation, so
+    they stay aligned. Randomness comes from (seed, epoch, sample), so a run is reproducible whatever the number
+    of workers.
+
+    Args:
+        dataset: a dataset or the path of its YAML.
+        split: the split to read.
+        batch_size: slices per batch.
+        augmentation: ECVL augmentation text or a parsed spec (None: none); `AugToFloat32` to [0, 1] is added
+            unless the spec scales intensities itself.
+        shuffle: shuffle each epoch.
+        seed: the seed of shuffles and augmentation.
+        drop_last: leave out the last, partial batch.
+        workers: threads reading slices (0: in the caller's thread).
+        prefetch: batches read ahead.
     """
 
     def __init__(self, dataset: Union[DeepHealthDataset, str, Path], split: str, batch_size: int,

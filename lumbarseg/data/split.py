@@ -20,7 +20,13 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """Fractions for (training, validation, test), a seed, and patients fixed to a split."""
+    """How patients are split: fractions for (training, validation, test), a seed, and patients fixed to a split.
+
+    Attributes:
+        fractions: the shares of (training, validation, test), non-negative with a positive sum.
+        seed: the seed of the patients' shuffle.
+        fixed: split name -> patient ids placed there; the other patients share the remaining fractions.
+    """
 
     fractions: Tuple[float, float, float] = DEFAULT_FRACTIONS
     seed: int = 0

@@ -12,7 +12,7 @@ the one-hot label itself). The factor ``H * W`` keeps ``T`` well conditioned in 
 are set up so that it cancels (SGD: learning rate / ``H * W``; Adam, RMSprop: scale-invariant, epsilon
 scaled).
 
-EDDL optimisers are not PyTorch's (documented in the README): Adam puts epsilon inside the square
+EDDL optimisers are not PyTorch's (documented in docs/guides/training.md): Adam puts epsilon inside the square
 root, SGD folds the learning rate into the momentum buffer, RMSprop has no momentum, none applies
 weight decay (so a ``weight_decay`` > 0 is refused), and the checkpoint (safetensors) holds the
 weights and BatchNorm statistics but no optimiser state.

@@ -108,12 +108,28 @@ def evaluate_folders(pred: PathLike, gt: PathLike, out_dir: PathLike, label_map:
                      pred_label_map: Union[str, LabelMap, None] = None, images: Optional[PathLike] = None,
                      spacing: Optional[Sequence[float]] = None, overwrite: bool = False,
                      progress: bool = True, model: Optional[PathLike] = None) -> Dict[str, Any]:
-    """Score predicted masks against ground truth (files, or folders matched by case name); writes the report.
+    """Score predicted masks against ground truth and write the report: `lumbarseg evaluate --pred --gt`.
 
-    ``label_map`` maps the ground truth's raw values to classes (default: ``spider-png`` or class
-    indices, whichever fits), ``pred_label_map`` the prediction's (default: ``model``'s label values
-    when given, else class indices, else the ground truth's map). ``images`` (matched by name) puts
-    the overlays on the images. ``spacing`` (slice, row, col mm) is for PNG stacks, which carry no geometry.
+    Per case and class: Dice, IoU, HD95 and ASSD (mm), volumes (mL); per level when both sides split into
+    levels. Two files are paired whatever their names; folders by case name.
+
+    Args:
+        pred: a predicted mask file, or a folder of them.
+        gt: the ground-truth mask file, or a folder of them (every case needs a prediction).
+        out_dir: the report folder (`metrics.csv`, `summary.json`, `report.md`, pictures).
+        label_map: the ground truth's raw values -> classes (default: `spider-png` or class indices, whichever
+            fits).
+        pred_label_map: the predictions' (default: `model`'s label values when given, else class indices, else
+            the ground truth's map).
+        images: the MRI volumes (matched by name) to draw the comparisons on.
+        spacing: (slice, row, col) voxel size in mm for PNG stacks, which carry none.
+        overwrite: replace an existing report folder.
+        progress: show a progress bar on stderr.
+        model: the ONNX model that made the predictions (its label values).
+
+    Returns:
+        Per class, per metric (`dice`, `iou`, `hd95`, `assd`, volumes): `mean`, `median`, `std`, `min`, `max`,
+            `n`, `n_nan`, `n_inf` over the cases (what `summary.json` holds under `summary`).
     """
     from tqdm import tqdm
 
@@ -168,7 +184,25 @@ def _patient_stacks(dataset: Any, split: str) -> Dict[str, List[Tuple[int, Path,
 def evaluate_dataset(dataset_path: PathLike, split: str, out_dir: PathLike, model: Optional[PathLike] = None,
                      runtime: str = "onnxruntime", device: str = "cpu", tta: Union[bool, Sequence[str]] = False,
                      postprocess: bool = True, overwrite: bool = False, progress: bool = True) -> Dict[str, Any]:
-    """Predict every patient of a dataset split (slices grouped into one volume each) and score it."""
+    """Predict every patient of a dataset split and score it: `lumbarseg evaluate --dataset --split`.
+
+    Each patient's slices are stacked back into one volume (with the dataset's spacing) before predicting.
+
+    Args:
+        dataset_path: a DeepHealth Dataset YAML built by `lumbarseg dataset`.
+        split: the split to score (`training`, `validation`, `test`, ...).
+        out_dir: the report folder.
+        model: a shipped model's name or an ONNX file (default: `accurate`).
+        runtime: `onnxruntime`, `torch` or `eddl`.
+        device: `cpu`, `cuda`, `cuda:N` or `fpga`.
+        tta: test-time flips, as for `predict`.
+        postprocess: post-process the predictions.
+        overwrite: replace an existing report folder.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The per-class summary, as `evaluate_folders` returns it.
+    """
     from tqdm import tqdm
 
     from lumbarseg.data.deephealth_yaml import load_dataset

@@ -46,7 +46,13 @@ class Planned:
 
 @dataclass
 class BatchResult:
-    """What a batch did: cases segmented and failed (name -> error), and the measurements table's stem."""
+    """What a batch did.
+
+    Attributes:
+        total: cases found.
+        failed: case name -> its error, for the cases that failed.
+        measurements: the stem of the measurements table written (`<stem>.csv`, `<stem>.json`).
+    """
 
     total: int
     failed: Dict[str, LumbarsegError] = field(default_factory=dict)
@@ -119,13 +125,34 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
                    probabilities: bool = False, overlay: bool = False, overwrite: bool = False,
                    progress: bool = False, on_error: Optional[Callable[[LumbarsegError], None]] = None,
                    measure_spine: bool = False) -> BatchResult:
-    """Segment every case of ``input`` (one volume, or a folder of cases) into ``output`` (a mask file for one
-    case, else a folder): masks, optional probabilities and overlays, and ``measurements.{csv,json}``.
-    ``measure_spine`` also writes each case's spine report (``lumbarseg.analysis``: the next stage, imported
-    only then) and, for several cases, ``spine.csv``.
+    """Segment every case of a volume or a folder of cases and write the outputs: what `lumbarseg predict` runs.
 
-    ``spacing`` (slice, row, col mm) is for PNG slices (see :meth:`Predictor.read`). A failing case among
-    several is passed to ``on_error`` and skipped; a single case's error is raised.
+    Each case gets its mask (and, when asked, probabilities, overlay and spine report); the run writes
+    `measurements.csv`/`.json` over all cases. One case's outputs appear together or not at all. The next case
+    is read and the previous one written while the network runs.
+
+    Args:
+        input: one volume (file, DICOM series or PNG folder) or a folder of cases.
+        output: a mask file (`.nii.gz`, `.nii`, `.mha`; one case only) or an output folder.
+        model: a shipped model's name (`accurate`, the default, or `fast`) or an ONNX file.
+        runtime: `onnxruntime`, `torch` or `eddl`.
+        device: `cpu`, `cuda`, `cuda:N` or `fpga` (with `eddl`).
+        tta: test-time flips, as for `predict`.
+        postprocess: as for `predict`.
+        batch_size: slices per inference batch.
+        threads: CPU threads of the runtime.
+        spacing: (slice, row, col) voxel size in mm for PNG slices (see `Predictor.read`).
+        probabilities: also write `<case>_probabilities.nii.gz` (4D, last axis = class).
+        overlay: also write `<case>_overlay.png`.
+        overwrite: replace existing outputs (never an input).
+        progress: show progress bars on stderr.
+        on_error: called with the error of each failing case when there are several; a single case's error is
+            raised.
+        measure_spine: also write each case's spine report (`lumbarseg measure`) and, for several cases,
+            `spine.csv`.
+
+    Returns:
+        A `BatchResult`: cases done and failed, and where the measurements went.
     """
     input_path, output = Path(input), Path(output)
     cases = find_cases(input_path)

@@ -51,8 +51,13 @@ def default_model_path() -> Path:
 class Prediction:
     """A predicted label volume in the input's grid, with what produced it.
 
-    ``mask`` holds the model's label values (``metadata.label_values``); ``probabilities`` (when
-    asked for) is float32 (C, *mask.shape) in the same grid; ``image`` is the input volume.
+    Attributes:
+        mask: the model's label values (`metadata.label_values`) in the input's grid, affine and header.
+        metadata: the model's metadata (classes, colours, spacing, ...).
+        image: the input volume.
+        probabilities: float32 (C, *mask.shape) in the same grid, when asked for; else None.
+        info: how it was made: model file, runtime, flips, post-processing, the input's orientation and spacing
+            (mm).
     """
 
     mask: Volume
@@ -66,7 +71,11 @@ class Prediction:
         return list(self.metadata.classes)
 
     def class_indices(self) -> np.ndarray:
-        """The mask as class indices (0 = background) instead of label values."""
+        """The mask as class indices (0 = background) instead of label values.
+
+        Returns:
+            uint8 array of the mask's shape.
+        """
         lut = {value: index for index, value in enumerate(self.metadata.label_values)}
         out = np.zeros(self.mask.shape, dtype=np.uint8)
         for value, index in lut.items():
@@ -116,7 +125,21 @@ def _argmax_classes(probs: np.ndarray) -> np.ndarray:
 
 
 class Predictor:
-    """A model loaded once, applied to many volumes (batch mode, :mod:`~lumbarseg.inference.batch`, uses one)."""
+    """A model loaded once and applied to many volumes (batch mode uses one).
+
+    Args:
+        model: a shipped model's name (`accurate`, the default, or `fast`) or an ONNX file.
+        runtime: `onnxruntime`, `torch` or `eddl`.
+        device: `cpu`, `cuda`, `cuda:N` or (with `runtime="eddl"`) `fpga`.
+        tta: test-time flips: False, True (anterior-posterior mirror) or names from `("ap", "si")`.
+        postprocess: True (per-class defaults), False (raw argmax) or `{class name: ComponentRule}`.
+        batch_size: slices per inference batch (>= 1).
+        threads: CPU threads of the runtime (None: its default).
+
+    Raises:
+        LumbarsegError: an unknown model or runtime, a device the runtime lacks, or flips the model was not
+            trained with.
+    """
 
     def __init__(self, model: Optional[PathLike] = None, runtime: str = "onnxruntime", device: str = "cpu",
                  tta: Union[bool, Sequence[str]] = False, postprocess: Union[bool, Mapping[str, ComponentRule]] = True,
@@ -136,9 +159,17 @@ class Predictor:
         self.batch_size = batch_size
 
     def read(self, source: Union[PathLike, Case], spacing: Optional[Sequence[Optional[float]]] = None) -> Volume:
-        """Read an input. ``spacing`` (slice, row, col mm) is for PNG slices; without it they are taken to have
-        the model's in-plane spacing, and a slice spacing not given (None) is the model's training data's
-        ``slice_spacing`` (else 1 mm)."""
+        """Read an input volume the way the model needs it.
+
+        Args:
+            source: a path of any supported format, or a `Case`.
+            spacing: (slice, row, col) voxel size in mm for inputs without one (PNG slices); without it PNG slices
+                take the model's in-plane spacing, and a slice spacing of None the model's training `slice_spacing`
+                (else 1 mm).
+
+        Returns:
+            The `Volume`, with its affine (mm).
+        """
         slice_mm = float(self.metadata.training_data.get("slice_spacing", 1.0))
         if spacing is not None and spacing[0] is None:
             spacing = (slice_mm, *spacing[1:])
@@ -150,7 +181,17 @@ class Predictor:
 
     def __call__(self, image: Union[Volume, Case, PathLike], probabilities: bool = False,
                  spacing: Optional[Sequence[float]] = None, progress: Optional[Any] = None) -> Prediction:
-        """Segment one volume (or read it first from a path or case)."""
+        """Segment one volume.
+
+        Args:
+            image: a `Volume`, or a path or `Case` to read first (see `read`).
+            probabilities: also return the class probabilities, float32 (C, *mask.shape).
+            spacing: (slice, row, col) mm for an image read from a path without geometry (see `read`).
+            progress: an object with `update(n)` called after each batch of slices (e.g. a tqdm bar).
+
+        Returns:
+            The `Prediction` in the input's grid and geometry.
+        """
         volume = image if isinstance(image, Volume) else self.read(image, spacing)
         meta = self.metadata
         canonical, undo = reorient(volume, meta.orientation)
@@ -227,15 +268,33 @@ def predict(input: Union[PathLike, Volume, Case], model: Optional[PathLike] = No
             postprocess: Union[bool, Mapping[str, ComponentRule]] = True, batch_size: int = 2,
             probabilities: bool = False, spacing: Optional[Sequence[float]] = None,
             threads: Optional[int] = None) -> Prediction:
-    """Segment one volume (a path of any supported format, or a :class:`Volume`).
+    """Segment one volume: the mask in the input's own grid and geometry.
 
-    ``model``: a shipped model's name (``accurate``, the default, or ``fast``) or an ONNX file. ``tta`` is False, True
-    (anterior-posterior mirror) or a list of flips from ``("ap", "si")``. ``postprocess`` is True
-    (per-class defaults of :mod:`lumbarseg.inference.postprocess`), False, or ``{class: ComponentRule}``.
-    ``spacing`` (slice, row, col mm) is for PNG folders, which carry no geometry, and NIfTI files
-    whose voxel sizes are zero, negative or NaN (refused without it). Sizes over
-    :mod:`lumbarseg.io.limits` (``set_limits`` raises them) are refused before allocating.
-    Many cases at once, with outputs written: :func:`lumbarseg.inference.batch.predict_folder`.
+    The one-call form of `Predictor`, which `lumbarseg predict` and `lumbarseg.predict(...)` both use. Many
+    cases at once, with their outputs written: `lumbarseg.inference.batch.predict_folder`.
+
+    Args:
+        input: a volume file (NIfTI, MetaImage), a DICOM series or PNG slice folder, a `Case`, or a `Volume`.
+        model: a shipped model's name (`accurate`, the default, or `fast`) or an ONNX file.
+        runtime: `onnxruntime`, `torch` or `eddl`.
+        device: `cpu`, `cuda`, `cuda:N` or (with `runtime="eddl"`) `fpga`.
+        tta: test-time flips: False, True (anterior-posterior mirror) or names from `("ap", "si")`; refused for
+            a model not trained with the same flips.
+        postprocess: True (the per-class defaults of `lumbarseg.inference.postprocess`), False (raw argmax),
+            or `{class name: ComponentRule}`.
+        batch_size: slices per inference batch.
+        probabilities: also return the class probabilities.
+        spacing: (slice, row, col) voxel size in mm, for inputs without one: PNG folders, and NIfTI files whose
+            voxel sizes are zero, negative or NaN (refused without it).
+        threads: CPU threads of the runtime (None: its default).
+
+    Returns:
+        The `Prediction`: the mask (label values, the input's affine and header), the model's metadata, the
+            input volume, and the probabilities when asked for.
+
+    Raises:
+        LumbarsegError: a bad input or model, in one line naming the file; sizes over `lumbarseg.io.limits`
+            are refused before anything is allocated.
     """
     predictor = Predictor(model, runtime, device, tta, postprocess, batch_size, threads)
     return predictor(input, probabilities=probabilities, spacing=spacing)

@@ -63,11 +63,20 @@ def volume_format(path: PathLike) -> str:
 
 
 def read_volume(path: PathLike, spacing: Optional[Sequence[float]] = None) -> Volume:
-    """Read a 3D volume from any supported format.
+    """Read a 3D volume from any supported format, with its geometry.
 
-    ``spacing`` (slice, row, col mm in the canonical RIP order) is for inputs that carry none: PNG
-    folders, and NIfTI files whose voxel sizes are zero, negative or NaN (refused without it).
-    Grids over :mod:`lumbarseg.io.limits` are refused from the header, before the voxels are read.
+    Args:
+        path: NIfTI (`.nii`, `.nii.gz`), MetaImage (`.mha`, `.mhd`), a DICOM series folder or a folder of PNG
+            slices.
+        spacing: (slice, row, col) voxel size in mm, canonical RIP order, for inputs that carry none: PNG
+            folders, and NIfTI files whose voxel sizes are zero, negative or NaN (refused without it).
+
+    Returns:
+        The `Volume`.
+
+    Raises:
+        LumbarsegError: an unreadable or inconsistent file; grids over `lumbarseg.io.limits` are refused from
+            the header, before the voxels are read.
     """
     path = Path(path)
     fmt = volume_format(path)
@@ -86,7 +95,12 @@ def read_volume(path: PathLike, spacing: Optional[Sequence[float]] = None) -> Vo
 
 
 def write_volume(volume: Volume, path: PathLike) -> None:
-    """Write NIfTI (keeps a NIfTI header from ``volume.header``) or MetaImage, atomically."""
+    """Write a volume as NIfTI (keeping a NIfTI header from `volume.header`) or MetaImage, atomically.
+
+    Args:
+        volume: the volume.
+        path: `.nii`, `.nii.gz`, `.mha` or `.mhd`.
+    """
     path = Path(path)
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):

@@ -58,7 +58,15 @@ class Header:
 
 @dataclass(frozen=True)
 class Volume:
-    """A 3D array and the 4x4 voxel -> RAS+ (mm) affine that places it in the patient."""
+    """A 3D array and the 4x4 affine that places it in the patient (voxel -> RAS+ mm).
+
+    Attributes:
+        array: the voxels, 3D.
+        affine: 4x4 voxel index -> RAS+ coordinates in mm.
+        source: where it was read from (for error messages).
+        header: what the reader knew besides the affine (format, whether the geometry is known, the slice
+            files or DICOM series, the NIfTI header to write back).
+    """
 
     array: np.ndarray
     affine: np.ndarray
@@ -73,6 +81,7 @@ class Volume:
 
     @property
     def shape(self) -> Tuple[int, int, int]:
+        """The array's shape (3 ints)."""
         return tuple(self.array.shape)  # type: ignore[return-value]
 
     @property

@@ -26,24 +26,25 @@ OUTPUT_NAME = "probabilities"
 
 @dataclass
 class ModelMetadata:
-    """What a model expects and produces. ``spacing`` and ``input_size`` are in-plane (row, col).
+    """What a model expects and produces: the JSON under its `metadata_props["lumbarseg"]`.
 
-    ``slice_offsets`` (mm, one per input channel, 0 once) place each channel's slice along the slice axis
-    relative to the slice being segmented: ``[0.0]`` for a 2D model, e.g. ``[-1.8, 0.0, 1.8]`` for 2.5D.
+    `spacing` and `input_size` are in-plane (row, col). `slice_offsets` (mm, one per input channel, 0 once)
+    place each channel's slice along the slice axis relative to the slice being segmented: `[0.0]` for a 2D
+    model, e.g. `[-1.8, 0.0, 1.8]` for 2.5D. Every field: the manual's ONNX contract page.
     """
 
-    classes: List[str]
-    colors: List[List[int]]
-    architecture: Dict[str, Any]
-    spacing: List[float]
-    input_size: List[int]
-    orientation: str = CANONICAL
-    normalization: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    classes: List[str]  # class names, background first; index = output channel
+    colors: List[List[int]]  # RGB per class, for overlays and viewers
+    architecture: Dict[str, Any]  # the U-Net spec (in_channels, num_classes, depth, base_filters, norm, dropout)
+    spacing: List[float]  # in-plane (row, col) mm per pixel the model expects
+    input_size: List[int]  # (rows, cols) it was trained at; any multiple of 2**depth runs
+    orientation: str = CANONICAL  # axis codes of its input: RIP (sagittal slices, head at the top, anterior left)
+    normalization: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))  # intensity scaling
     label_values: List[int] = field(default_factory=list)  # value written for each class index
-    training_data: Dict[str, Any] = field(default_factory=dict)
-    engine: str = ""
-    version: str = __version__
-    slice_offsets: List[float] = field(default_factory=lambda: [0.0])
+    training_data: Dict[str, Any] = field(default_factory=dict)  # data, epochs, best Dice, worlds (how trained)
+    engine: str = ""  # the engine that trained it: torch | eddl
+    version: str = __version__  # the lumbarseg version that wrote it
+    slice_offsets: List[float] = field(default_factory=lambda: [0.0])  # mm from the segmented slice, per channel
 
     def __post_init__(self) -> None:
         if not self.label_values:
@@ -140,7 +141,17 @@ def embed(path: Union[str, Path], metadata: ModelMetadata) -> None:
 
 
 def read(path: Union[str, Path]) -> ModelMetadata:
-    """The metadata of a lumbarseg ONNX file; a clear error when it is missing or wrong."""
+    """The metadata of a lumbarseg ONNX file (`metadata_props["lumbarseg"]`).
+
+    Args:
+        path: the ONNX file.
+
+    Returns:
+        The `ModelMetadata`.
+
+    Raises:
+        LumbarsegError: no such file, not ONNX, or metadata missing or contradicting the graph.
+    """
     path = Path(path)
     model = _load_onnx(path)
     return from_properties({entry.key: entry.value for entry in model.metadata_props}, path)

@@ -49,9 +49,18 @@ def shipped_file(name: str) -> Optional[Path]:
 
 
 def resolve_model(model: Union[str, Path, None] = None) -> Path:
-    """The ONNX file for ``model``: a shipped model's name (None: the default, ``accurate``), else a file path.
+    """The ONNX file of a model given by name or path.
 
-    A name wins over a file of the same name in the working directory (write ``./fast`` for the file).
+    A name wins over a file of the same name in the working directory (write `./fast` for the file).
+
+    Args:
+        model: a shipped model's name (`accurate`, `fast`; None: the default, `accurate`) or a file path.
+
+    Returns:
+        The file's path: in `models/` of a checkout or `lumbarseg/resources/` of an installed wheel.
+
+    Raises:
+        LumbarsegError: an unknown name that is no file, listing the names.
     """
     key = DEFAULT_MODEL if model is None else str(model)
     if key in MODELS:

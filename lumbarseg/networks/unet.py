@@ -29,12 +29,12 @@ class UNetSpec:
     """Architecture hyperparameters shared by all engines; also the config's ``model`` section
     (where ``num_classes`` is not a key: the classes come from the dataset)."""
 
-    in_channels: int = 1
+    in_channels: int = 1  # input channels: 1 for a 2D model, the slice channels of a 2.5D dataset
     num_classes: int = field(default=4, metadata={"config": False})
-    depth: int = 4
-    base_filters: int = 16
-    norm: str = "batch"
-    dropout: float = 0.0
+    depth: int = 4  # levels of the encoder; H and W must be multiples of 2**depth
+    base_filters: int = 16  # filters of the first level, doubling at each level below
+    norm: str = "batch"  # batch | none
+    dropout: float = 0.0  # dropout in the bottleneck, in [0, 1)
 
     def __post_init__(self) -> None:
         if self.norm not in NORMALISATIONS:

@@ -78,6 +78,15 @@ class SliceLoaderSource(BatchSource):
 
 @dataclass
 class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        run_dir: the run folder.
+        epochs_done: epochs finished.
+        best_epoch: the epoch of the best validation mean Dice (1-based; None before any).
+        best_dice: that mean Dice over the foreground classes.
+        stopped_early: whether early stopping ended the run.
+    """
     run_dir: Path
     epochs_done: int
     best_epoch: Optional[int]
@@ -89,11 +98,24 @@ class TrainResult:
 def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: str = "torch", device: str = "cpu",
           init: Optional[PathLike] = None, batch_source: Optional[BatchSourceFactory] = None,
           progress: bool = True, spacing: Optional[Sequence[float]] = None) -> TrainResult:
-    """Train a new run into ``out`` (missing or empty). ``init``: start from an ONNX model's weights (a file,
-    or a shipped model's name: ``accurate``, ``fast``).
+    """Train a new run: `lumbarseg train`.
 
-    ``spacing`` (row, col mm) is the pixel spacing of the dataset's slices; it overrides the dataset's
-    and the config's (which is then derived from it and saved with the run).
+    Args:
+        dataset: the dataset YAML (with `training` and `validation` splits).
+        config: the experiment config (`load_config`).
+        out: the run folder (missing or empty).
+        engine: `torch` or `eddl`.
+        device: `cpu`, `cuda`, `cuda:N` or `cuda:0,1` (data parallel).
+        init: start from a model's weights: an ONNX file or a shipped model's name (`accurate`, `fast`); a
+            one-channel model is inflated for a 2.5D run.
+        batch_source: where batches come from (default: pyecvl's DLDataset for EDDL when installed, else the
+            portable loader).
+        progress: show progress bars on stderr.
+        spacing: (row, col) pixel spacing in mm of the dataset's slices; overrides the dataset's and the
+            config's.
+
+    Returns:
+        A `TrainResult`; the run folder holds the config, logs, curves, checkpoints and `best.onnx`.
     """
     out = Path(out)
     rundir.check_new_run_dir(out)  # on every rank, before rank 0 creates it
@@ -142,7 +164,18 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
 
 def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[PathLike] = None,
            batch_source: Optional[BatchSourceFactory] = None, progress: bool = True) -> TrainResult:
-    """Continue a run from its newest complete checkpoint up to the config's epoch count."""
+    """Continue a run from its newest complete checkpoint up to its config's epoch count.
+
+    Args:
+        run_dir: the run folder.
+        device: another device (default: the run's).
+        dataset: another path of the dataset (it must have the run's classes).
+        batch_source: where batches come from (as for `train`).
+        progress: show progress bars on stderr.
+
+    Returns:
+        A `TrainResult`.
+    """
     run_dir = Path(run_dir)
     run = rundir.read_run(run_dir)
     config = load_config(run_dir / rundir.CONFIG_FILE)
@@ -363,8 +396,17 @@ def _check_batch(images: np.ndarray, labels: np.ndarray, spec: UNetSpec) -> None
 
 
 def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best", overwrite: bool = False) -> Path:
-    """Write a run's ``best`` or ``last`` checkpoint as an ONNX model with metadata to ``out`` (an existing
-    ``out`` only with ``overwrite``; never one of the run's own files)."""
+    """Write a run's model as an ONNX file with its metadata: `lumbarseg export`.
+
+    Args:
+        run_dir: the run folder.
+        out: the ONNX file to write (never one of the run's own files).
+        checkpoint: `best` (best validation mean Dice) or `last`.
+        overwrite: replace an existing `out`.
+
+    Returns:
+        The path written.
+    """
     run_dir, out = Path(run_dir), Path(out)
     run = rundir.read_run(run_dir)
     latest = rundir.latest_checkpoint(run_dir)

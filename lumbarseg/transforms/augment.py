@@ -39,7 +39,14 @@ _SEED_MAX = 2**32 - 1
 
 
 class Augmenter:
-    """A spec made runnable: ``augmenter(image, mask, rng) -> (image, mask)``."""
+    """A spec made runnable on one slice: `augmenter(image, mask, rng) -> (image, mask)`.
+
+    Geometric operations move the mask with the same parameters (nearest neighbour); intensity operations leave
+    it alone. Inputs are not modified.
+
+    Args:
+        spec: a spec from `parse_spec`.
+    """
 
     def __init__(self, spec: AugSpec) -> None:
         self.spec = spec

@@ -120,7 +120,19 @@ class AugSpec:
 
 
 def parse_spec(text: str, source: str = "augmentation") -> AugSpec:
-    """Parse ECVL augmentation text; a single augmentation or several lines become one Sequential container."""
+    """Parse ECVL augmentation text into a checked spec.
+
+    Args:
+        text: ECVL's syntax, one augmentation per line, containers closed with `end`; a single augmentation or
+            several lines become one Sequential container.
+        source: what to name in errors.
+
+    Returns:
+        The spec (every parameter checked against ECVL 1.0.3's names and types).
+
+    Raises:
+        LumbarsegError: an unknown name or parameter, a wrong value type, or a missing `end`, naming the line.
+    """
     lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
     lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
     if not lines:
@@ -136,7 +148,15 @@ def parse_spec(text: str, source: str = "augmentation") -> AugSpec:
 
 
 def format_spec(spec: AugSpec, indent: int = 0) -> str:
-    """The ECVL text of a spec (every parameter written out), parseable by ECVL and by :func:`parse_spec`."""
+    """The ECVL text of a spec, every parameter written out (ECVL 1.0.3 needs some optional ones).
+
+    Args:
+        spec: a spec from `parse_spec`.
+        indent: spaces before each line.
+
+    Returns:
+        Text that ECVL's `AugmentationFactory` and `parse_spec` both read.
+    """
     pad = "    " * indent
     words = [spec.name] + [f"{key}={_format_value(value)}" for key, value in spec.params.items()]
     lines = [pad + " ".join(words)]

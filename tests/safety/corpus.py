@@ -1,6 +1,6 @@
 """The bad-input corpus harness: run the real ``lumbarseg`` command on a hostile input and assert the rules.
 
-Every case asserts the same contract (README, Conventions): a non-zero exit, exactly one line on stderr of
+Every case asserts the same contract (docs/design.md, Conventions): a non-zero exit, exactly one line on stderr of
 the form ``lumbarseg: error: FILE: PROBLEM`` naming the file and the problem, no traceback, nothing written
 or replaced in the watched folders, and bounded memory (the process runs under an address-space limit, so
 a case that would allocate tens of GB fails the test instead of the machine).
