@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
         return 0  # rank 0 reports
     best = f"best epoch {result.best_epoch} (validation mean Dice {result.best_dice:.3f})" \
         if result.best_epoch else "no epoch finished"
+    stopped = ", stopped early" if result.stopped_early else ""
     world = f", trained by {short_world(result.worlds[-1])}" if result.worlds else ""
-    print(f"{result.run_dir}: {result.epochs_done} epochs, {best}" + (", stopped early" if result.stopped_early else "")
-          + world)
+    print(f"{result.run_dir}: {result.epochs_done} epochs, {best}{stopped}{world}")
     return 0
 
 
