@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -30,9 +31,16 @@ def launch_env() -> Dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free now (other test suites on the machine may hold any fixed one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def torchrun(*args: str, nproc: int = 2) -> List[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-            "--master-port", str(29500 + os.getpid() % 1000)] + list(args)
+            "--master-port", str(free_port())] + list(args)
 
 
 def train_args(dataset: Path, out: Path, *extra: str) -> List[str]:

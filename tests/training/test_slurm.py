@@ -12,7 +12,7 @@ from typing import Dict
 
 import pytest
 import slurm_cluster
-from launch import LAUNCH_ENV, REPO, TINY, config_with, model_worlds, read_log
+from launch import LAUNCH_ENV, REPO, TINY, config_with, free_port, model_worlds, read_log
 
 from lumbarseg.training import rundir
 
@@ -40,7 +40,7 @@ def _job_env(cluster, dataset: Path, run: Path, **extra: str) -> Dict[str, str]:
         socket.gethostbyname(cluster.node)
     except OSError:  # the node's name does not resolve here: rank 0's address given instead
         env["MASTER_ADDR"] = "127.0.0.1"
-    env["MASTER_PORT"] = str(29500 + os.getpid() % 1000)
+    env["MASTER_PORT"] = str(free_port())
     return env
 
 
