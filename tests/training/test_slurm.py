@@ -79,6 +79,7 @@ def test_scancel_mid_run_then_the_documented_resume_finishes(cluster, tmp_path):
     run = tmp_path / "run"
     epochs = 4
     env = _job_env(cluster, data, run, TRAIN_ARGS=f"--epochs {epochs}")
+    started = time.monotonic()
     job = cluster.sbatch(EXAMPLES / "train-torch.sbatch", *TWO_TASKS, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 180
     while rundir.latest_checkpoint(run) is None:
@@ -91,6 +92,8 @@ def test_scancel_mid_run_then_the_documented_resume_finishes(cluster, tmp_path):
     assert done is not None and done[0] < epochs
     resumed = cluster.sbatch(EXAMPLES / "train-torch.sbatch", *TWO_TASKS, env=dict(env, RESUME="1"), cwd=tmp_path)
     out = _finished(cluster, resumed, tmp_path)
+    print(f"job {job} cancelled after epoch {done[0]} of {epochs}; job {resumed} (RESUME=1) finished; "
+          f"{time.monotonic() - started:.1f} s in all:\n{out}")
     assert f"{run}: {epochs} epochs" in out
     assert [int(row["epoch"]) for row in read_log(run)] == list(range(1, epochs + 1))
     assert (run / "best.onnx").is_file()
@@ -105,7 +108,9 @@ def test_sbatch_eddl_example_runs_two_mpi_ranks_to_a_model(cluster, tmp_path):
     run = tmp_path / "run"
     job = cluster.sbatch(EXAMPLES / "train-eddl.sbatch", *TWO_TASKS,
                          env=_job_env(cluster, data, run, TRAIN_ARGS="--epochs 1"), cwd=tmp_path)
+    started = time.monotonic()
     out = _finished(cluster, job, tmp_path)
+    print(f"job {job} of train-eddl.sbatch took {time.monotonic() - started:.1f} s:\n{out}")
     assert f"{run}: 1 epochs" in out and "trained by 2 processes (srun, 1 node)" in out
     (world,) = model_worlds(run / "best.onnx")
     assert world["launcher"] == "srun" and world["world_size"] == 2 and world["backend"].startswith("MPI (")
