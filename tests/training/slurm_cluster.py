@@ -137,10 +137,9 @@ class SlurmCluster:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
-        pid = self.folder / "munge" / "munged.pid"
-        if pid.is_file():
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid.read_text().strip()), signal.SIGTERM)
+        if self.socket.exists():  # munged --stop waits for the daemon to end (it writes its seed file last)
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(["munged", "--stop", f"--socket={self.socket}"], capture_output=True, timeout=15)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
