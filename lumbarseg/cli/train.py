@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lumbarseg.config import load_config
+    from lumbarseg.model.record import short_world
     from lumbarseg.training.distributed import detect_world
     from lumbarseg.training.trainer import resume, train
 
@@ -71,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
         return 0  # rank 0 reports
     best = f"best epoch {result.best_epoch} (validation mean Dice {result.best_dice:.3f})" \
         if result.best_epoch else "no epoch finished"
-    print(f"{result.run_dir}: {result.epochs_done} epochs, {best}"
-          + (", stopped early" if result.stopped_early else ""))
+    stopped = ", stopped early" if result.stopped_early else ""
+    world = f", trained by {short_world(result.worlds[-1])}" if result.worlds else ""
+    print(f"{result.run_dir}: {result.epochs_done} epochs, {best}{stopped}{world}")
     return 0
 
 

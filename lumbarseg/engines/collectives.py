@@ -4,7 +4,7 @@ collectives the training loop needs (:class:`Communicator`), which each backend 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -18,7 +18,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
-    launcher: Optional[str] = None  # torchrun | mpi | slurm
+    launcher: Optional[str] = None  # torchrun | mpirun | srun
     master_addr: str = "127.0.0.1"
     master_port: int = DEFAULT_PORT
 
@@ -32,7 +32,10 @@ class World:
 
 
 class Communicator:
-    """The collectives the loop needs, on numpy arrays and small picklable objects."""
+    """The collectives the loop needs, on numpy arrays and small picklable objects. ``backend`` names the
+    transport (gloo, nccl, or the MPI library) for the run's record."""
+
+    backend = "none"
 
     def __init__(self, world: World) -> None:
         self.world = world
@@ -43,6 +46,10 @@ class Communicator:
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
+        raise NotImplementedError
+
+    def gather(self, obj: Any) -> List[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
         raise NotImplementedError
 
     def barrier(self) -> None:

@@ -7,12 +7,17 @@ intersection and denominator; BN sum and squared deviations) are summed over the
 differentiable all-reduces, so each rank's loss is the global-batch loss and DDP's gradient average is
 the single-process gradient of that batch (up to float summation order). PyTorch's SyncBatchNorm is
 not used because it refuses CPU tensors; :class:`GlobalBatchNorm2d` does the same on any device.
+
+``batch_norm="local"`` (config ``distributed.batch_norm``) keeps PyTorch's BatchNorm per rank: each rank
+normalises with its own part of the batch (no all-reduce in the forward pass; two per BN layer otherwise),
+and the running statistics are averaged over the ranks at the end of each epoch (:func:`average_buffers`),
+so every rank validates and rank 0 saves the same model. The loss stays the global-batch loss.
 """
 from __future__ import annotations
 
 import warnings
 from datetime import timedelta
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -32,7 +37,7 @@ class TorchCommunicator(Communicator):
 
     def __init__(self, world: World, device: Any, timeout_s: float) -> None:
         super().__init__(world)
-        backend = "nccl" if device.kind == "cuda" else "gloo"
+        backend = self.backend = "nccl" if device.kind == "cuda" else "gloo"
         if not dist.is_available():
             raise LumbarsegError(f"{world.launcher} world", "this PyTorch build has no torch.distributed")
         if device.kind == "cuda":
@@ -57,6 +62,11 @@ class TorchCommunicator(Communicator):
         box = [obj]
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
+
+    def gather(self, obj: Any) -> List[Any]:
+        out: List[Any] = [None] * self.world.size
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
 
     def barrier(self) -> None:
         dist.barrier(group=self.group)
@@ -98,7 +108,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         c = self.num_features
         xf = x.float()
-        count = torch.tensor([float(x.shape[0] * x.shape[2] * x.shape[3])], device=x.device)
+        # no host-device copy or sync in this method: on CUDA the kernels and all-reduces stay queued
+        count = xf.new_full((1,), float(x.shape[0] * x.shape[2] * x.shape[3]))
         first = global_sum(torch.cat([xf.sum((0, 2, 3)), count]))
         total = first[c]
         mean = first[:c] / total
@@ -107,8 +118,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
+                unbiased = var.detach() * total / (total - 1).clamp_min(1.0)
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * var.detach() * total / max(float(total) - 1, 1.0))
+                self.running_var.mul_(1 - m).add_(m * unbiased)
                 if self.num_batches_tracked is not None:
                     self.num_batches_tracked.add_(1)
         out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
@@ -131,11 +143,31 @@ def global_batch_norm(module: nn.Module) -> None:
             global_batch_norm(child)
 
 
-def data_parallel(net: nn.Module, device: torch.device) -> Tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
-    """(DDP-wrapped ``net`` with global-batch BN, the loss's sum over ranks) in an initialised process group."""
-    global_batch_norm(net)
+def average_buffers(net: nn.Module) -> None:
+    """Replace the BatchNorm running statistics by their mean over the ranks (one all-reduce)."""
+    buffers = [b for m in net.modules() if isinstance(m, nn.BatchNorm2d)
+               for b in (m.running_mean, m.running_var) if b is not None]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().double().flatten() for b in buffers])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    at = 0
+    with torch.no_grad():
+        for b in buffers:
+            b.copy_(flat[at:at + b.numel()].view_as(b).to(b.dtype))
+            at += b.numel()
+
+
+def data_parallel(net: nn.Module, device: torch.device, batch_norm: str = "global"
+                  ) -> Tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """(DDP-wrapped ``net``, the loss's sum over ranks) in an initialised process group; ``batch_norm``
+    ``global``: BatchNorm statistics of the global batch, ``local``: of each rank's part."""
+    if batch_norm == "global":
+        global_batch_norm(net)
     ids = [device.index] if device.type == "cuda" else None
-    # Buffers (BN running statistics) are equal on every rank by construction: no per-step broadcast.
+    # Buffers (BN running statistics): equal on every rank by construction (global), or averaged at the end of
+    # each epoch (local): no per-step broadcast.
     with warnings.catch_warnings():  # newer PyTorch renames broadcast_buffers; the old name keeps working
         warnings.simplefilter("ignore", FutureWarning)
         model = DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)

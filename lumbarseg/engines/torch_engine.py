@@ -174,12 +174,22 @@ class TorchEngine(Engine):
         self.class_weights: Optional[torch.Tensor] = None
         self.scaler = _grad_scaler(self.amp)
         self.loss_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # set by distribute()
+        self.local_batch_norm = False  # distribute(batch_norm="local")
 
-    def distribute(self) -> None:
-        """Train as one rank of the initialised process group (``lumbarseg.engines.torch_distributed``)."""
+    def distribute(self, batch_norm: str = "global") -> None:
+        """Train as one rank of the initialised process group (``lumbarseg.engines.torch_distributed``);
+        ``batch_norm``: ``global`` (statistics of the global batch) or ``local`` (of this rank's part)."""
         from lumbarseg.engines.torch_distributed import data_parallel
 
-        self.model, self.loss_reduce = data_parallel(self.net, self.torch_device)
+        self.model, self.loss_reduce = data_parallel(self.net, self.torch_device, batch_norm)
+        self.local_batch_norm = batch_norm == "local"
+
+    def end_epoch(self) -> None:
+        """Distributed with per-rank BatchNorm: average the running statistics over the ranks."""
+        if self.local_batch_norm:
+            from lumbarseg.engines.torch_distributed import average_buffers
+
+            average_buffers(self.net)
 
     # training ---------------------------------------------------------------------------------
     def configure_training(self, optimizer: OptimizerConfig, loss: LossConfig) -> None:

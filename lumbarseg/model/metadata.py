@@ -41,7 +41,7 @@ class ModelMetadata:
     orientation: str = CANONICAL  # axis codes of its input: RIP (sagittal slices, head at the top, anterior left)
     normalization: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))  # intensity scaling
     label_values: List[int] = field(default_factory=list)  # value written for each class index
-    training_data: Dict[str, Any] = field(default_factory=dict)  # dataset, slices per split, best epoch and Dice, ...
+    training_data: Dict[str, Any] = field(default_factory=dict)  # data, epochs, best Dice, worlds (how trained)
     engine: str = ""  # the engine that trained it: torch | eddl
     version: str = __version__  # the lumbarseg version that wrote it
     slice_offsets: List[float] = field(default_factory=lambda: [0.0])  # mm from the segmented slice, per channel

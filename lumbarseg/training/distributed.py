@@ -6,6 +6,7 @@ One process per rank, started by a launcher; nothing changes without one (world 
     mpirun -n N lumbarseg train ...                        OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK, PMI_RANK/SIZE
     srun lumbarseg train ...                               SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID,
                                                            master = first host of SLURM_STEP_NODELIST
+                                                           (also srun --mpi=pmix: MPI ranks of an srun step)
 
 The PyTorch engine trains with torch.distributed (DistributedDataParallel, ``lumbarseg.engines.torch_distributed``);
 the EDDL engine with one net per rank whose parameters (BatchNorm statistics included) are averaged over MPI
@@ -40,7 +41,8 @@ class WorldError(LumbarsegError):
 
 
 def detect_world(env: Optional[Mapping[str, str]] = None) -> World:
-    """The world the launcher describes in the environment: torchrun first, then MPI, then SLURM's srun."""
+    """The world the launcher describes in the environment: torchrun; Open MPI's mpirun, or PMI/PMIx ranks that
+    are not srun's tasks (e.g. MPICH's mpirun); an srun step (its MPI ranks also see PMI/PMIx variables)."""
     env = os.environ if env is None else env
 
     def number(*names: str, default: Optional[int] = None) -> Optional[int]:
@@ -54,17 +56,19 @@ def detect_world(env: Optional[Mapping[str, str]] = None) -> World:
 
     master = env.get("MASTER_ADDR") or "127.0.0.1"
     port = number("MASTER_PORT", default=DEFAULT_PORT)
+    pmi = number("PMI_SIZE", "PMIX_SIZE")
+    step = number("SLURM_STEP_NUM_TASKS") if "SLURM_PROCID" in env else None  # srun's step (not the batch script)
     if "RANK" in env and "WORLD_SIZE" in env:
         launcher = "torchrun"
         rank, size, local = number("RANK"), number("WORLD_SIZE"), number("LOCAL_RANK", default=0)
-    elif number("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE") is not None:
-        launcher = "mpi"
+    elif number("OMPI_COMM_WORLD_SIZE") is not None or (pmi is not None and pmi != step):
+        launcher = "mpirun"
         rank = number("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", default=0)
         size = number("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
-        local = number("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", default=0)
-    elif "SLURM_PROCID" in env and number("SLURM_STEP_NUM_TASKS") is not None:  # srun (not the batch script)
-        launcher = "slurm"
-        rank, size, local = number("SLURM_PROCID"), number("SLURM_STEP_NUM_TASKS"), number("SLURM_LOCALID", default=0)
+        local = number("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", default=0)
+    elif step is not None:  # srun's tasks, MPI ranks started by srun --mpi=pmix included
+        launcher = "srun"
+        rank, size, local = number("SLURM_PROCID"), step, number("SLURM_LOCALID", default=0)
         if not env.get("MASTER_ADDR"):
             master = first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1")
     else:
@@ -120,6 +124,7 @@ class MpiCommunicator(Communicator):
                              "mpi4py and an MPI library: pip install 'lumbarseg[mpi]'") from None
         self.mpi = MPI
         self.comm = MPI.COMM_WORLD
+        self.backend = "MPI (" + MPI.Get_library_version().split(",")[0].strip() + ")"  # e.g. MPI (Open MPI v4.1.4)
         if self.comm.Get_size() != world.size or self.comm.Get_rank() != world.rank:
             raise LumbarsegError("MPI", f"MPI_COMM_WORLD has rank {self.comm.Get_rank()} of {self.comm.Get_size()}, "
                                         f"the launcher said {world.rank} of {world.size}")
@@ -132,6 +137,9 @@ class MpiCommunicator(Communicator):
 
     def broadcast(self, obj: Any) -> Any:
         return self.comm.bcast(obj, root=0)
+
+    def gather(self, obj: Any) -> List[Any]:
+        return list(self.comm.allgather(obj))
 
     def barrier(self) -> None:
         self.comm.Barrier()
@@ -211,12 +219,14 @@ class Replica:
     """This process's part in a run; with a world of one every method is a no-op (plain training)."""
 
     def __init__(self, world: Optional[World] = None, comm: Optional[Communicator] = None, sync_every: int = 1,
-                 average: bool = False) -> None:
+                 average: bool = False, batch_norm: str = "global") -> None:
         self.world = world or World()
         self.comm = comm
         self.sync_every = sync_every
         self.average = average  # MPI parameter averaging (EDDL); torch.distributed syncs in backward
         self.syncs = 0
+        # BatchNorm statistics: of the global batch, or of each rank's part (always so with MPI averaging)
+        self.batch_norm = "local" if average and self.distributed else batch_norm
 
     @property
     def is_main(self) -> bool:
@@ -229,13 +239,16 @@ class Replica:
     def prepare(self, engine: Any) -> None:
         """torch.distributed: the engine wraps its net in DDP (MPI averaging needs nothing from the engine)."""
         if self.comm is not None and not self.average:
-            engine.distribute()
+            engine.distribute(self.batch_norm)
 
     def after_step(self, engine: Any, step: int, n_steps: int) -> None:
-        """MPI: average the parameters every ``sync_every`` steps and after the epoch's last."""
+        """MPI: average the parameters every ``sync_every`` steps and after the epoch's last;
+        torch.distributed with per-rank BatchNorm: average its running statistics after the epoch's last."""
         if self.average and ((step + 1) % self.sync_every == 0 or step + 1 == n_steps):
             average_weights(engine, self.comm)
             self.syncs += 1
+        elif self.comm is not None and not self.average and step + 1 == n_steps:
+            engine.end_epoch()
 
     def mean_loss(self, losses: List[float]) -> float:
         """The epoch's training loss: the mean over steps (and over ranks where each has its own loss)."""
@@ -250,6 +263,14 @@ class Replica:
     def agree(self, obj: Any) -> Any:
         """Rank 0's value (the epoch record, the stop decision) on every rank."""
         return self.comm.broadcast(obj) if self.comm is not None else obj
+
+    def gather(self, obj: Any) -> List[Any]:
+        """Every rank's ``obj`` in rank order (``[obj]`` in one process)."""
+        return self.comm.gather(obj) if self.comm is not None else [obj]
+
+    @property
+    def backend(self) -> str:
+        return self.comm.backend if self.comm is not None else "none"
 
     def barrier(self) -> None:
         if self.comm is not None:
@@ -287,4 +308,5 @@ def start(engine: str, device: Any, config: Any, training_slices: int) -> Tuple[
     check_world(world, engine, training_slices, config.batch_size)
     device = local_device(device, world)
     comm = connect(world, engine, device, config.distributed.timeout_s)
-    return Replica(world, comm, config.distributed.sync_every, average=engine != "torch"), device
+    return Replica(world, comm, config.distributed.sync_every, average=engine != "torch",
+                   batch_norm=config.distributed.batch_norm), device

@@ -11,19 +11,23 @@ from lumbarseg.io.atomic import atomic_path, write_text
 
 
 def write_logs(run_dir: Path, history: List[Dict[str, Any]], classes: Sequence[str],
-               best_epoch: Optional[int]) -> None:
-    """The CSV (one row per epoch, one Dice column per class), the JSON and the curves."""
+               best_epoch: Optional[int], worlds: Sequence[Dict[str, Any]] = ()) -> None:
+    """The CSV (one row per epoch, one Dice column per class, the number of processes that trained it), the JSON
+    (with the run's ``worlds``: launcher, hosts, devices and batch per rank of each stretch of epochs) and the
+    curves."""
     foreground = list(classes[1:])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["epoch", "lr", "train_loss", "mean_dice"] + [f"dice_{c}" for c in foreground] + ["seconds"])
+    writer.writerow(["epoch", "lr", "train_loss", "mean_dice"] + [f"dice_{c}" for c in foreground]
+                    + ["seconds", "world_size"])
     for record in history:
         writer.writerow([record["epoch"], f"{record['lr']:.6g}", f"{record['train_loss']:.6f}",
                          f"{record['mean_dice']:.6f}"] + [f"{record['dice'][c]:.6f}" for c in foreground]
-                        + [f"{record['seconds']:.1f}"])
+                        + [f"{record['seconds']:.1f}", record.get("world_size", "")])  # "": a run before worlds
     write_text(run_dir / "log.csv", buffer.getvalue())
     write_text(run_dir / "log.json", json.dumps({"classes": list(classes), "best_epoch": best_epoch,
-                                                 "epochs": history}, indent=1, sort_keys=True) + "\n")
+                                                 "worlds": list(worlds), "epochs": history},
+                                                indent=1, sort_keys=True) + "\n")
     plot_curves(run_dir / "curves.png", history, foreground, best_epoch)
 
 

@@ -1,7 +1,9 @@
 """What a run's model files record about their data and training: the metadata of the ONNX contract (classes,
-colours, spacing at the network's input size, normalisation, slice offsets of 2.5D input) and the training record."""
+colours, spacing at the network's input size, normalisation, slice offsets of 2.5D input) and the training record,
+with the world (launcher, processes, hosts, devices, batch per rank) each stretch of epochs was trained in."""
 from __future__ import annotations
 
+import socket
 from dataclasses import asdict, replace
 from typing import Any, Dict, List, Sequence
 
@@ -14,6 +16,7 @@ from lumbarseg.io.intensity import DEFAULT_NORMALIZATION
 from lumbarseg.io.slices import read_grey
 from lumbarseg.model import metadata as model_metadata
 from lumbarseg.networks.unet import UNetSpec
+from lumbarseg.training.distributed import Replica, World, my_part
 
 
 def base_metadata(ds: DeepHealthDataset, config: ExperimentConfig, spec: UNetSpec,
@@ -66,8 +69,34 @@ def with_training_record(meta: model_metadata.ModelMetadata, config: ExperimentC
     record = dict(meta.training_data)
     record.update({"epochs": state["epoch"], "best_epoch": state["best_epoch"],
                    "validation_mean_dice": round(state["best_dice"], 6), "seed": config.seed,
-                   "optimizer": asdict(config.optimizer)})
+                   "optimizer": asdict(config.optimizer), "worlds": state.get("worlds", [])})
     return replace(meta, training_data=record)
+
+
+# --- the world a run trains in ----------------------------------------------------------------
+
+_SEGMENT = ("first_epoch", "last_epoch")  # a world record's epochs; the rest says how they were trained
+
+
+def world_record(replica: Replica, device: Any, batch_size: int) -> Dict[str, Any]:
+    """This run's world, the same on every rank (each rank's host name and device are gathered): launcher
+    (none, torchrun, mpirun or srun), world size, nodes (host names in rank order) and ranks per node, device per
+    rank, backend, global batch and each rank's part of it, and the BatchNorm mode (global or local)."""
+    world = replica.world
+    ranks = replica.gather([socket.gethostname(), str(device)])
+    nodes = list(dict.fromkeys(host for host, _ in ranks))
+    return {"launcher": world.launcher or "none", "world_size": world.size, "nodes": nodes,
+            "ranks_per_node": [sum(host == node for host, _ in ranks) for node in nodes],
+            "devices": [dev for _, dev in ranks], "backend": replica.backend, "global_batch": batch_size,
+            "per_rank_batch": [len(my_part(range(batch_size), World(r, world.size))) for r in range(world.size)],
+            "batch_norm": replica.batch_norm}
+
+
+def join_world(worlds: List[Dict[str, Any]], world: Dict[str, Any], done: int) -> List[Dict[str, Any]]:
+    """The run's worlds with ``world`` training from epoch ``done + 1``: the last one goes on if it is the same."""
+    if worlds and {k: v for k, v in worlds[-1].items() if k not in _SEGMENT} == world:
+        return worlds
+    return worlds + [dict(world, first_epoch=done + 1, last_epoch=None)]
 
 
 def slice_offsets(ds: DeepHealthDataset) -> List[float]:

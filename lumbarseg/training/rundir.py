@@ -2,7 +2,7 @@
 
     RUN_DIR/
       run.json            dataset, engine, device, classes, architecture, model metadata (written at start)
-      config.yml          the resolved experiment config
+      config.yml          the resolved experiment config, headed by comments saying how it was trained (worlds)
       checkpoints/epoch-NNNN/{engine.ckpt, state.json}   the last completed epoch (resume point)
       best.ckpt           engine checkpoint of the best epoch (validation mean Dice)
       best.onnx           the best epoch as an ONNX model with lumbarseg metadata
@@ -19,11 +19,12 @@ import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_dir, exists_error, write_text
 from lumbarseg.io.paths import check_not_input, inside
+from lumbarseg.model.record import describe_world
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yml"
@@ -85,6 +86,12 @@ def read_run(run_dir: Path) -> Dict[str, Any]:
     if not isinstance(data, dict) or "engine" not in data or "classes" not in data:
         raise LumbarsegError(path, "not a lumbarseg run description")
     return data
+
+
+def write_config(run_dir: Path, config: Any, worlds: Sequence[Dict[str, Any]]) -> None:
+    """``config.yml``: the resolved config, headed by one comment line per world that trained the run."""
+    header = "".join(f"# trained from epoch {w['first_epoch']} by {describe_world(w)}\n" for w in worlds)
+    write_text(run_dir / CONFIG_FILE, header + config.to_yaml())
 
 
 def write_json(path: Path, data: Any) -> None:

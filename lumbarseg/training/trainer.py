@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -29,8 +29,9 @@ from lumbarseg.data.deephealth_yaml import DeepHealthDataset, load_dataset
 from lumbarseg.engines.base import Engine
 from lumbarseg.engines.registry import Device, get_engine, parse_device
 from lumbarseg.errors import LumbarsegError
-from lumbarseg.io.atomic import atomic_path, write_text
+from lumbarseg.io.atomic import atomic_path
 from lumbarseg.model import metadata as model_metadata
+from lumbarseg.model.record import describe_world, epochs_of, short_world
 from lumbarseg.model.registry import resolve_model
 from lumbarseg.networks.unet import UNetSpec
 from lumbarseg.training import distributed, provenance, rundir
@@ -91,6 +92,7 @@ class TrainResult:
     best_epoch: Optional[int]
     best_dice: float
     stopped_early: bool
+    worlds: List[Dict[str, Any]] = field(default_factory=list)  # how each stretch of epochs was trained
 
 
 def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: str = "torch", device: str = "cpu",
@@ -136,6 +138,8 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
     net.configure_training(config.optimizer, config.loss)
     source = _batch_source(engine_cls, ds, config, batch_source, replica)
     meta = provenance.base_metadata(ds, config, spec, engine)
+    state = _fresh_state()
+    state["worlds"] = provenance.join_world([], provenance.world_record(replica, dev, config.batch_size), 0)
     existed = out.is_dir()
     replica.barrier()
     if replica.is_main:
@@ -143,13 +147,13 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
     with _run_lock(out, replica):
         if replica.is_main:
             rundir.check_new_run_dir(out)  # again under the lock: another training may have started meanwhile
-            write_text(out / rundir.CONFIG_FILE, config.to_yaml())
+            rundir.write_config(out, config, state["worlds"])
             rundir.write_json(out / rundir.RUN_FILE, {
                 "dataset": str(Path(dataset).resolve()), "engine": engine, "device": str(dev), "classes": ds.classes,
                 "architecture": spec.to_dict(), "init": str(Path(init).resolve()) if init else None,
                 "metadata": asdict(meta)})
         try:
-            return _fit(out, net, source, config, ds, meta, _fresh_state(), progress, replica)
+            return _fit(out, net, source, config, ds, meta, state, progress, replica)
         except LumbarsegError:
             if replica.is_main and rundir.latest_checkpoint(out) is None:  # bad input in the first epoch: no run
                 shutil.rmtree(out, ignore_errors=True)
@@ -187,14 +191,30 @@ def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[Pa
     replica.prepare(net)
     net.configure_training(config.optimizer, config.loss)
     state = _fresh_state()
+    world = provenance.world_record(replica, dev, config.batch_size)
     with _run_lock(run_dir, replica):
         latest = rundir.latest_checkpoint(run_dir)
         if latest is not None:
             net.load_checkpoint(latest[1] / rundir.ENGINE_CHECKPOINT)
             state = rundir.load_state(latest[1])
+        before = state.get("worlds") or []
+        state["worlds"] = provenance.join_world(before, world, state["epoch"])
+        if replica.is_main and state["worlds"] is not before:
+            rundir.write_config(run_dir, config, state["worlds"])
+            if before and before[-1]["world_size"] != world["world_size"]:
+                note = _world_change(before[-1], world, state["epoch"])
+                print(f"lumbarseg: note: {run_dir}: {note}", file=sys.stderr)
         source = _batch_source(engine_cls, ds, config, batch_source, replica)
         meta = model_metadata.ModelMetadata(**run["metadata"])
         return _fit(run_dir, net, source, config, ds, meta, state, progress, replica)
+
+
+def _world_change(old: Dict[str, Any], new: Dict[str, Any], done: int) -> str:
+    """The resume note when the number of processes changed."""
+    ran = epochs_of(old) or f"epochs up to {done}"
+    return (f"resumed from epoch {done + 1} by {short_world(new)}; {ran} ran on "
+            f"{short_world(old)}; the global batch stays {new['global_batch']} "
+            f"({' + '.join(map(str, new['per_rank_batch']))} per rank)")
 
 
 def _run_lock(run_dir: Path, replica: Any) -> ContextManager[Any]:
@@ -218,16 +238,21 @@ def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentC
     classes = list(config.classes or ())
     better = STOP_METRICS[config.early_stopping.metric]
     progress = progress and replica.is_main
+    if progress:
+        print(f"world: {describe_world(state['worlds'][-1])}", file=sys.stderr)
     while state["epoch"] < config.epochs and not state["stopped_early"]:
         epoch = state["epoch"]
         started = time.perf_counter()
         losses, lr = train_epoch(engine, source, config, epoch, progress, replica)
+        trained = time.perf_counter() - started
         dice = validate(engine, source.batches("validation", epoch), len(classes), replica.sum)
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": replica.mean_loss(losses),
                   "dice": {name: dice[i] for i, name in enumerate(classes) if i > 0},
-                  "mean_dice": float(np.mean(dice[1:])), "seconds": time.perf_counter() - started}
+                  "mean_dice": float(np.mean(dice[1:])), "seconds": time.perf_counter() - started,
+                  "train_seconds": trained, "world_size": replica.world.size}
         state["history"].append(record)
         state["epoch"] = epoch + 1
+        state["worlds"][-1]["last_epoch"] = epoch + 1
         if record["mean_dice"] > state["best_dice"]:
             state["best_dice"], state["best_epoch"] = record["mean_dice"], epoch + 1
             if replica.is_main:
@@ -243,7 +268,7 @@ def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentC
         if replica.is_main:
             rundir.save_checkpoint(run_dir, epoch + 1, engine, state)
             if state["epoch"] < config.epochs and not state["stopped_early"]:
-                write_logs(run_dir, state["history"], classes, state["best_epoch"])
+                write_logs(run_dir, state["history"], classes, state["best_epoch"], state["worlds"])
         state = replica.agree(state)  # after rank 0's checkpoint: the others wait here for it
         if progress:
             per_class = ", ".join(f"{name} {value:.3f}" for name, value in record["dice"].items())
@@ -251,10 +276,10 @@ def _fit(run_dir: Path, engine: Engine, source: BatchSource, config: ExperimentC
                   f"{record['mean_dice']:.3f} ({per_class})" + (", stopping early" if state["stopped_early"] else ""),
                   file=sys.stderr)
     if state["history"] and replica.is_main:  # also after a kill between the last checkpoint and its logs
-        write_logs(run_dir, state["history"], classes, state["best_epoch"])
+        write_logs(run_dir, state["history"], classes, state["best_epoch"], state["worlds"])
     replica.close()
     return TrainResult(run_dir, state["epoch"], state["best_epoch"], max(state["best_dice"], 0.0),
-                       state["stopped_early"])
+                       state["stopped_early"], state["worlds"])
 
 
 def train_epoch(engine: Engine, source: BatchSource, config: ExperimentConfig, epoch: int, progress: bool = True,
@@ -400,6 +425,6 @@ def export_run(run_dir: PathLike, out: PathLike, checkpoint: str = "best", overw
     state = rundir.load_state(latest[1]) if latest else {}
     meta = model_metadata.ModelMetadata(**run["metadata"])
     record = dict(meta.training_data, checkpoint=checkpoint, epochs=state.get("epoch"),
-                  best_epoch=state.get("best_epoch"))
+                  best_epoch=state.get("best_epoch"), worlds=state.get("worlds", []))
     export_model(engine, out, replace(meta, training_data=record), overwrite)
     return out

@@ -80,3 +80,19 @@ def test_cli_lists_models_and_takes_names_everywhere(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "lumbarseg: error: precise: no such model file, nor a shipped model's name (accurate, fast)"]
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_shows_a_models_record_by_name_and_refuses_an_unknown_one_first(capsys):
+    """`lumbarseg models fast` prints the record; a model exported before worlds were recorded says so; an unknown
+    name among the arguments is one error line before anything is printed."""
+    from lumbarseg.cli import main
+
+    assert main(["models", "fast"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == str(REPO / "models" / MODELS["fast"].file)
+    fields = dict(line.strip().split(None, 1) for line in shown[1:])
+    assert fields["classes"] == "background, vertebra, disc, canal" and "0.94 x 0.94 mm" in fields["input"]
+    assert fields["world"].startswith("not recorded")
+    assert main(["models", "fast", "precise"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("lumbarseg: error: precise: no such model file")

@@ -2,60 +2,39 @@
 torch.distributed (torchrun, gloo) and MPI (mpirun; the EDDL engine where pyeddl and mpi4py are installed)."""
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import pytest
+from launch import (
+    GUARD,
+    LAUNCH_ENV,
+    TESTS,
+    checkpoint_weights,
+    launch_env,
+    model_worlds,
+    read_json,
+    read_log,
+    torchrun,
+    train_args,
+)
 
 from lumbarseg.cli import main
-from lumbarseg.io import tensors
+from lumbarseg.model import metadata
 from lumbarseg.training import distributed
 from lumbarseg.training.distributed import World, detect_world, first_host, global_batches, my_part
 
-REPO = Path(__file__).resolve().parents[2]
-TESTS = REPO / "tests"
-TINY = REPO / "configs" / "tiny.yml"
-GUARD = Path(__file__).resolve().parent / "rank_guard.py"
 # Adam on the tiny U-Net, 3 epochs: the 2-process weights differ from the 1-process ones only by float
 # summation order (measured 3e-5 in the largest weight, of magnitude ~1).
 TOLERANCE = 1e-4
-LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
-              "SLURM_PROCID", "SLURM_STEP_NUM_TASKS")
-
-
-def _env() -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-def _torchrun(*args: str, nproc: int = 2) -> List[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-            "--master-port", str(29500 + os.getpid() % 1000)] + list(args)
-
-
-def _train_args(dataset: Path, out: Path, *extra: str) -> List[str]:
-    return ["train", "--dataset", str(dataset), "--config", str(TINY), "--out", str(out), "--no-progress"] + list(extra)
-
-
-def _weights(run: Path) -> Dict[str, np.ndarray]:
-    latest = max((run / "checkpoints").iterdir())
-    state = tensors.load(latest / "engine.ckpt")  # safetensors: nothing unpickled
-    return {k: np.asarray(v, np.float64) for k, v in state["model"].items()}
-
-
-def _log(run: Path) -> List[Dict[str, str]]:
-    with open(run / "log.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(autouse=True)
@@ -73,11 +52,17 @@ def test_detect_world_reads_each_launcher():
                              "MASTER_PORT": "1234"})
     assert torchrun == World(3, 4, 1, "torchrun", "n1", 1234)
     assert detect_world({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
-                         "OMPI_COMM_WORLD_LOCAL_RANK": "1"}) == World(1, 2, 1, "mpi")
-    assert detect_world({"PMI_RANK": "2", "PMI_SIZE": "3"}) == World(2, 3, 0, "mpi")
+                         "OMPI_COMM_WORLD_LOCAL_RANK": "1"}) == World(1, 2, 1, "mpirun")
+    assert detect_world({"PMI_RANK": "2", "PMI_SIZE": "3"}) == World(2, 3, 0, "mpirun")
     srun = detect_world({"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
                          "SLURM_STEP_NODELIST": "gpu[07-09,12],cpu1"})
-    assert srun == World(5, 8, 1, "slurm", "gpu07", 29500)
+    assert srun == World(5, 8, 1, "srun", "gpu07", 29500)
+    # srun --mpi=pmix: the MPI ranks are srun's tasks; MPICH's mpirun under Slurm: an srun step of 2 proxies
+    pmix = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "PMIX_RANK": "1", "PMIX_SIZE": "2",
+            "SLURM_STEP_NODELIST": "n[1-2]"}
+    assert detect_world(pmix) == World(1, 2, 0, "srun", "n1")
+    hydra = {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "2", "PMI_RANK": "3", "PMI_SIZE": "8"}
+    assert detect_world(hydra) == World(3, 8, 0, "mpirun")
     # the batch script of an sbatch job (no srun step): one process, whatever SLURM_NTASKS says
     assert detect_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "8"}) == World()
     assert first_host("node1") == "node1" and first_host("a[1-3]") == "a1"
@@ -106,7 +91,7 @@ def test_sharding_covers_every_slice_once_per_epoch():
 def test_a_world_the_run_cannot_use_is_one_error_line(dataset, tmp_path, capsys, monkeypatch, env, engine, problem):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert main(_train_args(dataset, tmp_path / "run", "--engine", engine)) == 2
+    assert main(train_args(dataset, tmp_path / "run", "--engine", engine)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lumbarseg: error: ") and problem in err[0], err
     assert not (tmp_path / "run").exists()
@@ -116,7 +101,7 @@ def test_the_other_ranks_exit_quietly_on_a_world_error(dataset, tmp_path, capsys
     """The line comes once, from rank 0: rank 1 finds the same problem and exits 2 without printing it."""
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(_train_args(dataset, tmp_path / "run", "--batch-size", "1")) == 2
+    assert main(train_args(dataset, tmp_path / "run", "--batch-size", "1")) == 2
     assert capsys.readouterr().err == ""
 
 
@@ -124,7 +109,7 @@ def test_eddl_under_mpi_without_mpi4py_is_one_error_line(dataset, tmp_path, caps
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed
-    assert main(_train_args(dataset, tmp_path / "run", "--engine", "eddl")) == 2
+    assert main(train_args(dataset, tmp_path / "run", "--engine", "eddl")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'lumbarseg[mpi]'" in err[0], err
     assert not (tmp_path / "run").exists()
@@ -133,30 +118,44 @@ def test_eddl_under_mpi_without_mpi4py_is_one_error_line(dataset, tmp_path, caps
 # --- torch.distributed: 2 processes on this machine -------------------------------------------
 
 
-def test_ddp_two_ranks_match_one_process_and_only_rank0_writes(dataset, tmp_path):
+def test_ddp_two_ranks_match_one_process_and_only_rank0_writes(one_host_runs, capsys):
     """The same config (global batch 4) in 1 process and under torchrun with 2 (local batches 2 and 1):
-    same losses, Dice and weights; rank 1 runs under rank_guard, which kills it on any write in tmp_path."""
-    pytest.importorskip("torch")
-    epochs = ("--epochs", "3")
-    single = subprocess.run([sys.executable, "-m", "lumbarseg"] + _train_args(dataset, tmp_path / "one", *epochs),
-                            env=_env(), capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
-    two = subprocess.run(_torchrun(str(GUARD), str(tmp_path)) + _train_args(dataset, tmp_path / "two", *epochs),
-                         env=_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert two.stdout.count("3 epochs") == 1  # rank 0 reports
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
-    one_log, two_log = _log(tmp_path / "one"), _log(tmp_path / "two")
+    same losses, Dice and weights; rank 1 ran under rank_guard, which kills it on any write in the runs' folder.
+    Each run records its world (config.yml, log.csv, log.json, best.onnx, shown by `lumbarseg models`)."""
+    one, two = one_host_runs["one"], one_host_runs["two"]
+    assert one_host_runs["two_stdout"].count("3 epochs") == 1  # rank 0 reports
+    assert "trained by 2 processes (torchrun, 1 node)" in one_host_runs["two_stdout"]
+    assert "trained by 1 process" in one_host_runs["one_stdout"]
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert sorted(p.name for p in one_host_runs["folder"].iterdir()) == ["one", "two"]
+    one_log, two_log = read_log(one), read_log(two)
     for a, b in zip(one_log, two_log):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-5
         assert a["mean_dice"] == b["mean_dice"]
-    ref, got = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    ref, got = checkpoint_weights(one), checkpoint_weights(two)
     assert ref.keys() == got.keys()
     worst = max(float(np.abs(ref[k] - got[k]).max()) for k in ref)
     assert worst < TOLERANCE
     moved = max(float(np.abs(ref[k] - _initial(k)).max()) for k in ref if k.endswith("weight"))
     assert moved > 100 * TOLERANCE  # the comparison is not of untrained nets
+    # provenance: what each run was trained by
+    host = socket.gethostname()
+    assert [r["world_size"] for r in one_log] == ["1"] * 3 and [r["world_size"] for r in two_log] == ["2"] * 3
+    (world,) = read_json(two / "log.json")["worlds"]
+    assert world == {"launcher": "torchrun", "world_size": 2, "nodes": [host], "ranks_per_node": [2],
+                     "devices": ["cpu", "cpu"], "backend": "gloo", "global_batch": 4, "per_rank_batch": [2, 2],
+                     "batch_norm": "global", "first_epoch": 1, "last_epoch": 3}
+    (alone,) = model_worlds(one / "best.onnx")
+    assert alone["launcher"] == "none" and alone["world_size"] == 1 and alone["per_rank_batch"] == [4]
+    header = (two / "config.yml").read_text().splitlines()[0]
+    assert header == f"# trained from epoch 1 by torchrun, 2 processes on 1 node ({host}: 2), cpu, gloo, global " \
+                     "batch 4 (2 + 2 per rank), BatchNorm global", header
+    best = metadata.read(two / "best.onnx").training_data  # the model of the best epoch
+    assert best["worlds"] == [dict(world, last_epoch=best["best_epoch"])]
+    assert main(["models", str(two / "best.onnx"), str(one / "best.onnx")]) == 0
+    shown = capsys.readouterr().out
+    assert f"  world     {header[len('# trained from epoch 1 by '):]}\n" in shown, shown
+    assert f"  world     1 process (no launcher) on {host}, cpu, batch 4\n" in shown, shown
 
 
 def _initial(key: str) -> np.ndarray:
@@ -176,9 +175,9 @@ def test_kill_9_of_one_rank_stops_the_job_and_resume_finishes(tmp_path):
 
     data = make_dataset(tmp_path / "data", n_train=12, n_val=2)
     run = tmp_path / "run"
-    epochs = 6
-    job = subprocess.Popen(_torchrun("-m", "lumbarseg") + _train_args(data, run, "--epochs", str(epochs)),
-                           env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    epochs = 4
+    job = subprocess.Popen(torchrun("-m", "lumbarseg") + train_args(data, run, "--epochs", str(epochs)),
+                           env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
         while not (run / "checkpoints" / "epoch-0001").is_dir():
@@ -197,11 +196,25 @@ def test_kill_9_of_one_rank_stops_the_job_and_resume_finishes(tmp_path):
 
     done = rundir.latest_checkpoint(run)
     assert done is not None and done[0] < epochs
-    resumed = subprocess.run(_torchrun("-m", "lumbarseg", "train", "--resume", str(run), "--no-progress", nproc=3),
-                             env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(torchrun("-m", "lumbarseg", "train", "--resume", str(run), "--no-progress", nproc=3),
+                             env=launch_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{epochs} epochs" in resumed.stdout
-    assert [int(r["epoch"]) for r in _log(run)] == list(range(1, epochs + 1))
+    log = read_log(run)
+    assert [int(r["epoch"]) for r in log] == list(range(1, epochs + 1))
+    # another world size: one line says so, and the log, the config and the model record both worlds
+    done_epochs = done[0]
+    (note,) = [line for line in resumed.stderr.splitlines() if "note:" in line]
+    assert note == (f"lumbarseg: note: {run}: resumed from epoch {done_epochs + 1} by 3 processes (torchrun, 1 node); "
+                    f"{'epoch 1' if done_epochs == 1 else f'epochs 1-{done_epochs}'} ran on 2 processes (torchrun, "
+                    "1 node); the global batch stays 4 (1 + 1 + 2 per rank)"), note
+    assert [r["world_size"] for r in log] == ["2"] * done_epochs + ["3"] * (epochs - done_epochs)
+    worlds = read_json(run / "log.json")["worlds"]
+    assert [(w["world_size"], w["first_epoch"], w["last_epoch"]) for w in worlds] == [
+        (2, 1, done_epochs), (3, done_epochs + 1, epochs)]
+    assert (run / "config.yml").read_text().count("# trained from epoch") == 2
+    assert main(["export", str(run), "-o", str(tmp_path / "last.onnx"), "--checkpoint", "last"]) == 0
+    assert model_worlds(tmp_path / "last.onnx") == worlds
 
 
 def _rank_pid(agent: int, rank: int) -> int:
@@ -239,7 +252,7 @@ def test_mpi_ranks_hold_identical_weights_after_every_sync(dataset, tmp_path, en
     launch = _mpirun(2)
     script = TESTS / "training" / "mpi_sync_check.py"
     done = subprocess.run(launch + [sys.executable, str(script), engine, str(dataset), str(tmp_path / "report.txt")],
-                          env=_env(), capture_output=True, text=True, timeout=300)
+                          env=launch_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     syncs, identical, drifted = map(int, (tmp_path / "report.txt").read_text().split())
     assert syncs == 4 and identical == syncs and drifted >= 1, (syncs, identical, drifted)
@@ -249,10 +262,10 @@ def test_mpi_eddl_training_writes_on_rank0_only(dataset, tmp_path):
     pytest.importorskip("pyeddl", reason="pyeddl not installed")
     launch = _mpirun(2)
     done = subprocess.run(launch + [sys.executable, str(GUARD), str(tmp_path)]
-                          + _train_args(dataset, tmp_path / "run", "--engine", "eddl", "--epochs", "2"),
-                          env=_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          + train_args(dataset, tmp_path / "run", "--engine", "eddl", "--epochs", "2"),
+                          env=launch_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("2 epochs") == 1
-    assert [int(r["epoch"]) for r in _log(tmp_path / "run")] == [1, 2]
+    assert [int(r["epoch"]) for r in read_log(tmp_path / "run")] == [1, 2]
     assert (tmp_path / "run" / "best.onnx").is_file()
     assert distributed.detect_world() == World()  # this process stays outside any launcher

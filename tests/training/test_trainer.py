@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -135,6 +136,18 @@ def test_training_run_writes_logs_curves_checkpoints_and_best_onnx(dataset, tmp_
     assert meta.training_data["slice_spacing"] == 2.5  # predict assumes it for PNG slices
     assert meta.training_data["flips"] == []  # configs/tiny.yml has no AugMirror/AugFlip: no --tta for it
     assert meta.spec.depth == 2 and meta.colors[1] == [255, 196, 0]
+    # the world it was trained in: one process, no launcher (also in log.csv, log.json and config.yml's header)
+    (world,) = meta.training_data["worlds"]
+    assert world == {"launcher": "none", "world_size": 1, "nodes": [socket.gethostname()], "ranks_per_node": [1],
+                     "devices": ["cpu"], "backend": "none", "global_batch": 4, "per_rank_batch": [4],
+                     "batch_norm": "global", "first_epoch": 1, "last_epoch": result.best_epoch}
+    assert [r["world_size"] for r in rows] == ["1", "1", "1"] and log["worlds"] == [dict(world, last_epoch=3)]
+    assert (run / "config.yml").read_text().startswith(f"# trained from epoch 1 by 1 process (no launcher) on "
+                                                       f"{socket.gethostname()}, cpu, batch 4\n")
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(run / "best.onnx"), providers=["CPUExecutionProvider"])
+    assert metadata.from_properties(session.get_modelmeta().custom_metadata_map, run) == meta  # as predict reads it
     saved = load_config(run / "config.yml")
     assert saved.classes == CLASSES and saved.epochs == 3
     assert not list(run.rglob(".tmp-*"))
