@@ -144,15 +144,17 @@ def test_trace_follows_the_canal():
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_no_signal_is_a_fill_band(dtype):
-    """A zero-filled band (a padded field of view) is no image; dark voxels of tissue are not."""
+    """A zero-filled band (a padded field of view) is no image; dark tissue at the lowest value is not, even where
+    it touches the band (a black disc reaching the air by a thin path)."""
     rng = np.random.default_rng(0)
     image = rng.uniform(5, 200, (10, 60, 50)).astype(dtype)
     image[:, :, :12] = 0  # the band: 10 x 60 x 12 voxels of 1 mm = 7.2 mL
     image[3, 30, 30] = 0  # one dark voxel in tissue
+    image[:, 40:43, 12:] = 0  # a dark slab 3 mm thick (a black disc, 1.1 mL) touching the band
     band = no_signal(image, (1.0, 1.0, 1.0))
     assert band[:, :, :12].all() and band.sum() == 10 * 60 * 12
     image[:, :, :12] = 7
-    assert not no_signal(image, (1.0, 1.0, 1.0)).any()  # the lowest value only in the one dark voxel
+    assert not no_signal(image, (1.0, 1.0, 1.0)).any()  # no band: the slab (over 1 mL, but thin) and the voxel
 
 
 def test_uncertainty_reaches_every_output(tmp_path):
