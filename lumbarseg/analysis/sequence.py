@@ -78,7 +78,8 @@ def _order(frames: Dict[int, DiscFrame], column: Optional[Column], spacing: Sequ
 
 
 def _distance(a: DiscFrame, b: DiscFrame) -> float:
-    return float(np.linalg.norm(a.centre[1:] - b.centre[1:]))
+    """Centre to centre (mm), left-right included: two pieces side by side at one height are not one disc."""
+    return float(np.linalg.norm(a.centre - b.centre))
 
 
 def _between(a: DiscFrame, b: DiscFrame, fraction: float) -> DiscFrame:
