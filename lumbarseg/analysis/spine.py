@@ -132,8 +132,8 @@ def _mid_slice(sub: np.ndarray, box: Tuple[slice, ...]) -> int:
     """The structure's left-right centre (canonical slice index) from its mask inside its box: the slice holding
     it nearest to its centre of mass (a disc of two pieces may have a gap there)."""
     weights = sub.sum(axis=(1, 2)).astype(float)
+    centre = int(round(float(weights @ np.arange(len(weights)) / weights.sum())))
     held = np.flatnonzero(weights)
-    centre = float(weights @ np.arange(len(weights)) / weights.sum())
     return int(held[np.argmin(np.abs(held - centre))]) + box[0].start
 
 
