@@ -21,6 +21,8 @@ from typing import List, Optional, Sequence, Tuple
 import cc3d
 import numpy as np
 
+from lumbarseg.io.volume import bounding_box
+
 Spacing = Tuple[float, float, float]
 MIDLINE_MM = 10.0  # vertebral bodies and discs cross the midline; lateral patches stay >= 18 mm off it (dev scans)
 ANTERIOR_MM = 70.0  # the canal's centre to the front of the deepest lumbar body, with a margin
@@ -40,11 +42,13 @@ class Column:
     last: int
     spacing: Spacing
 
-    def core(self, shape: Sequence[int]) -> np.ndarray:
-        """Voxels near the axis (bool, ``shape``): where every vertebra and disc of the column reaches."""
+    def core(self, shape: Sequence[int], box: Optional[Tuple[slice, ...]] = None) -> np.ndarray:
+        """Voxels near the axis (bool, ``shape``, or the part of it in ``box``): where every vertebra and disc of
+        the column reaches."""
+        s, r, c = box if box is not None else tuple(slice(0, n) for n in shape)
         s_mm, _, c_mm = self.spacing
-        lateral = np.abs(np.arange(shape[0])[:, None] * s_mm - self.lateral_mm[None, :]) <= MIDLINE_MM
-        ahead = self.ap_mm[:, None] - np.arange(shape[2])[None, :] * c_mm  # > 0: in front of the axis
+        lateral = np.abs(np.arange(s.start, s.stop)[:, None] * s_mm - self.lateral_mm[None, r]) <= MIDLINE_MM
+        ahead = self.ap_mm[r, None] - np.arange(c.start, c.stop)[None, :] * c_mm  # > 0: in front of the axis
         ap = (ahead <= ANTERIOR_MM) & (ahead >= -POSTERIOR_MM)
         return lateral[:, :, None] & ap[None, :, :]
 
@@ -58,9 +62,10 @@ class Column:
 def trace(canal: np.ndarray, spacing: Sequence[float]) -> Optional[Column]:
     """The axis of a canonical (RIP) canal mask: its centre on every row it holds, interpolated between them
     and held past its ends; None when the canal spans less than ``MIN_CANAL_MM`` head-foot."""
-    s, r, c = np.nonzero(canal)
-    if r.size == 0:
+    if not canal.any():
         return None
+    box = bounding_box(canal)
+    s, r, c = (i + b.start for i, b in zip(np.nonzero(canal[box]), box))
     rows = canal.shape[1]
     count = np.bincount(r, minlength=rows)
     held = np.flatnonzero(count)
@@ -85,14 +90,16 @@ def keep_column(index: np.ndarray, spacing: Sequence[float], vertebra: int, disc
                 column: Optional[Column]) -> np.ndarray:
     """A canonical class-index array without the vertebra and disc components off ``column`` (set to 0);
     unchanged without a column (no canal, or too short a one: :func:`trace`)."""
-    if column is None:
+    if column is None or not index.any():
         return index
-    core = column.core(index.shape)
-    found = [_components_on(index == value, core) for value in (vertebra, disc)]
+    box = bounding_box(index > 0)
+    labelled = index[box]
+    core = column.core(index.shape, box)
+    found = [_components_on(labelled == value, core) for value in (vertebra, disc)]
     ranges = {(i, v): span for i, (_, reach, spans) in enumerate(found) for v, span in zip(reach, spans)}
     beyond, chain = BEYOND_MM / spacing[1], CHAIN_MM / spacing[1]
-    kept = {key for key, (low, high) in ranges.items()
-            if high >= column.first - beyond and low <= column.last + beyond}
+    first, last = column.first - box[1].start, column.last - box[1].start
+    kept = {key for key, (low, high) in ranges.items() if high >= first - beyond and low <= last + beyond}
     while True:  # chain the rest head-foot to what is kept
         more = {key for key, (low, high) in ranges.items() if key not in kept and any(
             low - chain <= ranges[k][1] and ranges[k][0] <= high + chain for k in kept)}
@@ -103,5 +110,5 @@ def keep_column(index: np.ndarray, spacing: Sequence[float], vertebra: int, disc
     for i, (value, (labels, _, _)) in enumerate(zip((vertebra, disc), found)):
         keep = np.zeros(int(labels.max()) + 1, bool)
         keep[[v for j, v in kept if j == i]] = True
-        out[(index == value) & ~keep[labels]] = 0
+        out[box][(labelled == value) & ~keep[labels]] = 0
     return out

@@ -16,12 +16,13 @@ the result, are those of ``scipy.ndimage.label`` (tests/inference/test_postproce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence
 
 import cc3d
 import numpy as np
 
 from lumbarseg.analysis.column import keep_column, trace
+from lumbarseg.io.volume import bounding_box
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,6 @@ def rules_for(classes: Sequence[str],
     """The rule for each foreground class: overrides, then the defaults by name, then the fallback."""
     overrides = dict(overrides or {})
     return {name: overrides.get(name, DEFAULT_RULES.get(name, FALLBACK_RULE)) for name in classes[1:]}
-
-
-def bounding_box(binary: np.ndarray) -> Tuple[slice, ...]:
-    """The smallest box holding every True voxel of ``binary`` (not empty)."""
-    box = []
-    for axis in range(binary.ndim):
-        present = np.flatnonzero(binary.any(axis=tuple(a for a in range(binary.ndim) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
 
 
 def keep_components(binary: np.ndarray, rule: ComponentRule) -> np.ndarray:

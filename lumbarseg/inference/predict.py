@@ -205,7 +205,7 @@ class Predictor:
         indices, probs = self._infer_volume(data, canonical.spacing, progress, probabilities)
         if self.postprocess:
             rules = self.postprocess if isinstance(self.postprocess, Mapping) else None
-            indices[no_signal(canonical.array, canonical.spacing)] = 0
+            indices[no_signal(canonical.array, canonical.spacing, indices > 0)] = 0
             indices = postprocess(indices, meta.classes, rules, canonical.spacing)
         values = np.asarray(meta.label_values)
         dtype = np.uint8 if values.max() <= 255 and values.min() >= 0 else np.int16

@@ -153,6 +153,11 @@ def test_no_signal_is_a_fill_band(dtype):
     image[:, 40:43, 12:] = 0  # a dark slab 3 mm thick (a black disc, 1.1 mL) touching the band
     band = no_signal(image, (1.0, 1.0, 1.0))
     assert band[:, :, :12].all() and band.sum() == 10 * 60 * 12
+    labelled = np.zeros(image.shape, bool)
+    labelled[2:5, 20:30, 5:20] = True  # a model's label reaching into the band: the band there is found
+    assert (no_signal(image, (1.0, 1.0, 1.0), labelled) == band)[labelled].all() and band[labelled].any()
+    labelled[:, :, :12] = False  # labels only on tissue: nothing to examine
+    assert not no_signal(image, (1.0, 1.0, 1.0), labelled).any()
     image[:, :, :12] = 7
     assert not no_signal(image, (1.0, 1.0, 1.0)).any()  # no band: the slab (over 1 mL, but thin) and the voxel
 
