@@ -69,7 +69,8 @@ def test_seg_and_sr_read_back_with_the_spine_report_values(runs: dict) -> None:
     assert labels[:3] == ["vertebra", "disc", "canal"] and set(names) <= {lbl.replace(" (partial)", "")
                                                                           for lbl in labels[3:]}
     codes = {d.SegmentLabel: d.SegmentedPropertyTypeCodeSequence[0].CodeValue for d in seg.SegmentSequence}
-    assert codes["vertebra"] == "51282000" and codes["L4"] == "11994002" and codes["L4-L5"] == "84020006"
+    assert codes["vertebra"] == "51282000" and codes["disc"] == "360499006" and codes["canal"] == "61853006"
+    assert codes["L4"] == "11994002" and codes["L4-L5"] == "84020006"
     algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmName == "lumbarseg" and "lumbarseg-spine-t2-fast.onnx" in algorithm.AlgorithmParameters
     sr = hd.sr.srread(str(runs["dicom"] / "study_sr.dcm"))
