@@ -9,7 +9,7 @@ asks: name, version, family (artificial intelligence) and, as parameters, the mo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -24,12 +24,13 @@ SEG_SERIES_OFFSET = 1000  # SEG series number = source series number + this (SR:
 
 @dataclass
 class Segment:
-    """A segment of the SEG: its number, label, codes and where it lies (frames, rows, columns)."""
+    """A segment of the SEG: its number, label, codes, and the voxels it covers: those of class index ``value``
+    in the prediction, or, for a level segment, those of level value ``value`` in the report's levels volume."""
 
     number: int
     label: str
     property_type: Any
-    mask: np.ndarray = field(repr=False)
+    value: int
     colour: Tuple[int, int, int] = (255, 255, 255)
     level: Any = None  # the spine report's Level, for level segments
 
@@ -46,26 +47,42 @@ def frames_of(volume_array: np.ndarray) -> np.ndarray:
 
 
 def segments_of(prediction: Any, report: Any = None) -> List[Segment]:
-    """The class segments (present classes only) and, with ``report``, one segment per level."""
-    indices = frames_of(prediction.class_indices())
+    """The class segments (present classes only) and, with ``report``, one segment per level present."""
+    indices = prediction.class_indices()
     colours = prediction.metadata.colors
     segments: List[Segment] = []
     for index, name in enumerate(prediction.classes):
-        mask = indices == index
-        if index and mask.any():
-            segments.append(Segment(len(segments) + 1, name, codes.class_code(name), mask,
+        if index and (indices == index).any():
+            segments.append(Segment(len(segments) + 1, name, codes.class_code(name), index,
                                     tuple(int(c) for c in colours[index])))  # type: ignore[arg-type]
     if report is not None:
         from lumbarseg.analysis.levels import level_colour  # analysis is loaded when there is a report
 
-        values = frames_of(np.asarray(report.levels_volume.array))
+        values = np.asarray(report.levels_volume.array)
         for level in report.levels:
-            mask = values == level.value
-            if mask.any():
+            if (values == level.value).any():
                 label = level.name + (" (partial)" if level.partial else "")
-                segments.append(Segment(len(segments) + 1, label, codes.level_code(level.name, level.kind), mask,
-                                        level_colour(level), level))
+                segments.append(Segment(len(segments) + 1, label, codes.level_code(level.name, level.kind),
+                                        level.value, level_colour(level), level))
     return segments
+
+
+def seg_pixels(prediction: Any, segments: Sequence[Segment], report: Any = None) -> np.ndarray:
+    """The array highdicom encodes, uint8 in the series' (instance, row, column) grid: the segment numbers as one
+    label map when no segments overlap (classes only), else one binary plane per segment, made in place in one
+    block (segment, instance, row, column) and viewed as (instance, row, column, segment), so that each frame
+    highdicom takes is contiguous and already of its type."""
+    indices = np.ascontiguousarray(frames_of(prediction.class_indices()))
+    if all(s.level is None for s in segments):  # classes never overlap: a label map, 2-3 times faster to encode
+        numbers = np.zeros(len(prediction.classes), np.uint8)
+        for segment in segments:
+            numbers[segment.value] = segment.number
+        return numbers[indices]
+    levels = np.ascontiguousarray(frames_of(np.asarray(report.levels_volume.array)))
+    planes = np.empty((len(segments),) + indices.shape, np.uint8)
+    for segment, plane in zip(segments, planes):
+        np.equal(indices if segment.level is None else levels, segment.value, out=plane)
+    return np.moveaxis(planes, 0, -1)
 
 
 def _description(segment: Segment, algorithm: Any) -> Any:
@@ -88,8 +105,10 @@ def check_sources(sources: Sequence[Any], shape: Tuple[int, ...], source: str) -
         raise LumbarsegError(source, f"mask grid {shape} is not the series' {len(sources)} x {rows} x {cols}")
 
 
-def build_seg(prediction: Any, segments: List[Segment], model_path: Path, series_number: Optional[int] = None) -> Any:
-    """The highdicom Segmentation of ``segments`` on the prediction's source series (new UIDs every call)."""
+def build_seg(prediction: Any, segments: List[Segment], model_path: Path, series_number: Optional[int] = None,
+              report: Any = None) -> Any:
+    """The highdicom Segmentation of ``segments`` (level segments: of ``report``'s levels) on the prediction's
+    source series (new UIDs every call)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes as dcm_codes
 
@@ -103,15 +122,10 @@ def build_seg(prediction: Any, segments: List[Segment], model_path: Path, series
     algorithm = hd.AlgorithmIdentificationSequence(
         name="lumbarseg", family=dcm_codes.cid7162.ArtificialIntelligence, version=__version__,
         parameters={"model": name, "model_sha256": digest})
-    if all(s.level is None for s in segments):  # classes never overlap: a label map, 2-3 times faster to encode
-        pixels = np.zeros(segments[0].mask.shape, np.uint8)
-        for segment in segments:
-            pixels[segment.mask] = segment.number
-    else:  # levels overlap their classes: one binary plane per segment, stacked first (contiguous copies), then
-        pixels = np.moveaxis(np.stack([s.mask for s in segments]), 0, -1)  # viewed as (frame, row, column, segment)
     number = series_number if series_number is not None else _series_number(sources[0], 0)
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        source_images=sources, pixel_array=seg_pixels(prediction, segments, report),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[_description(s, algorithm) for s in segments], series_instance_uid=hd.UID(),
         series_number=number, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="lumbarseg",
         manufacturer_model_name=Path(name).stem[:64], software_versions=__version__, device_serial_number=digest,
