@@ -40,11 +40,10 @@ def require_highdicom(source: str = "--output-type") -> None:
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while highdicom decodes its tables or builds, and pydicom writes, the
-    objects of a case: tens of thousands of small containers, which would set off several full collections, each
-    walking the whole heap (0.1 s apiece once the 22 MB of tables are in it), to find no cycles. Memory is freed by
-    reference counting as before; the collector is back on (if it was on) as soon as the block ends."""
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while highdicom builds, and pydicom writes, the objects of a case:
+    tens of thousands of small containers, which would set off collections that walk them, and the heap, to find
+    no cycles. Memory is freed by reference counting as before; the collector is back on (if it was) after."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -61,32 +60,39 @@ def _loader() -> Any:
     return getattr(getattr(highdicom, "_standard_utils", None), "get_module_attribute_map", None)
 
 
-def warm_up() -> None:
-    """Load the DICOM module tables highdicom reads when it builds its first object (22 MB of JSON, 0.1 s to
-    decode). Only after :func:`require_highdicom` (imports stay in the main thread: two threads importing the
-    same packages at once can fail on a partly initialised module)."""
-    load = _loader()
-    if load is not None:  # without it the first object pays the load itself
-        with collector_paused():
-            load()
-
-
 class Tables:
-    """highdicom imported and its tables loading in a background thread while a batch reads and segments its first
-    case (:meth:`ready` waits for them); dropped by :meth:`close` once the batch is done: 110 MB of Python objects,
-    200,000 of them containers that every full collection of the garbage collector walks, the ones at interpreter
-    exit too (0.2-0.3 s). A later batch loads them again."""
+    """The DICOM module tables highdicom reads when it builds an object (22 MB of JSON: 0.1 s to decode into 110 MB
+    of Python objects, 200,000 of them containers), loaded in a background thread while a batch reads and segments
+    its first case (:meth:`ready` waits for them), and dropped by :meth:`close` once the batch is done (a later
+    batch loads them again). While they are loaded they are frozen (``gc.freeze``, unless someone else froze
+    objects): the garbage collector would otherwise walk them three times as they age, and at every full
+    collection, the ones at interpreter exit too (0.2-0.3 s in all). highdicom is imported in the caller's thread
+    (two threads importing the same packages at once can fail on a partly initialised module)."""
 
     def __init__(self) -> None:
         require_highdicom()
-        self._loading = threading.Thread(target=warm_up, name="lumbarseg-dicom-warm-up", daemon=True)
+        self._frozen = False
+        self._loading = threading.Thread(target=self._load, name="lumbarseg-dicom-tables", daemon=True)
         self._loading.start()
+
+    def _load(self) -> None:
+        load = _loader()
+        if load is None:  # without it the first object pays the load itself
+            return
+        with _collector_paused():
+            load()
+            if gc.get_freeze_count() == 0:  # what this process freezes here is ours to unfreeze
+                gc.freeze()
+                self._frozen = True
 
     def ready(self) -> None:
         self._loading.join()
 
     def close(self) -> None:
         self._loading.join()
+        if self._frozen:
+            gc.unfreeze()
+            self._frozen = False
         load = _loader()
         if load is not None and hasattr(load, "cache_clear"):
             load.cache_clear()
@@ -98,7 +104,7 @@ def build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, An
     :func:`lumbarseg.inference.outputs.measure`, and the report's measurements), and Secondary Captures of the
     overlay (``overlay``) and of the spine figure (with ``report``)."""
     require_highdicom()
-    with collector_paused():
+    with _collector_paused():
         return _build_case(prediction, model_path, volumes, report, overlay, title)
 
 
@@ -136,6 +142,6 @@ def write_case(objects: CaseObjects, paths: Dict[str, Path]) -> None:
     """Each object to its file (``paths`` by kind, e.g. staging paths), as DICOM Part 10."""
     from lumbarseg.io.dicom import save_dataset
 
-    with collector_paused():
+    with _collector_paused():
         for kind, dataset in objects.ordered():
             save_dataset(dataset, str(paths[kind]))
