@@ -5,7 +5,9 @@ source study, with new UIDs and the source's patient and study attributes.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +32,27 @@ class CaseObjects:
         return [(kind, self.objects[kind]) for kind in KINDS if kind in self.objects]
 
 
+MISSING = "DICOM outputs need the 'dicom' extra: pip install 'lumbarseg[dicom]' (highdicom, dicomweb-client)"
+
+
 def require_highdicom(source: str = "--output-type") -> None:
-    """Import highdicom, or say in one clear line that the ``dicom`` extra is missing."""
+    """highdicom is installed, or one clear line says that the ``dicom`` extra is missing. It is looked for, not
+    imported (0.1 s): :class:`Tables` imports it while the first case is read."""
     try:
-        import highdicom  # noqa: F401
+        found = importlib.util.find_spec("highdicom") is not None
+    except (ImportError, ValueError):  # a parent package that fails, a module without a spec
+        found = False
+    if not found:
+        raise LumbarsegError(source, MISSING)
+
+
+def _highdicom(source: str = "--output-type") -> Any:
+    """highdicom, imported; a broken installation says the same one line as a missing one."""
+    try:
+        import highdicom
     except ImportError:
-        raise LumbarsegError(source, "DICOM outputs need the 'dicom' extra: pip install 'lumbarseg[dicom]' "
-                                     "(highdicom, dicomweb-client)") from None
+        raise LumbarsegError(source, MISSING) from None
+    return highdicom
 
 
 @contextmanager
@@ -55,9 +71,7 @@ def _collector_paused() -> Iterator[None]:
 
 def _loader() -> Any:
     """highdicom's cached loader of its DICOM module tables (a private function; None where it has none)."""
-    import highdicom
-
-    return getattr(getattr(highdicom, "_standard_utils", None), "get_module_attribute_map", None)
+    return getattr(getattr(_highdicom(), "_standard_utils", None), "get_module_attribute_map", None)
 
 
 class Tables:
@@ -66,11 +80,12 @@ class Tables:
     its first case (:meth:`ready` waits for them), and dropped by :meth:`close` once the batch is done (a later
     batch loads them again). While they are loaded they are frozen (``gc.freeze``, unless someone else froze
     objects): the garbage collector would otherwise walk them three times as they age, and at every full
-    collection, the ones at interpreter exit too (0.2-0.3 s in all). highdicom is imported in the caller's thread
-    (two threads importing the same packages at once can fail on a partly initialised module)."""
+    collection, the ones at interpreter exit too (0.2-0.3 s in all). highdicom itself is imported in the caller's
+    thread, best while another reads the first case (two threads importing the same packages at once can fail on
+    a partly initialised module: the reader's SimpleITK shares none with highdicom, pydicom is imported by then)."""
 
     def __init__(self) -> None:
-        require_highdicom()
+        _highdicom()
         self._frozen = False
         self._loading = threading.Thread(target=self._load, name="lumbarseg-dicom-tables", daemon=True)
         self._loading.start()
@@ -103,14 +118,13 @@ def build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, An
     """SEG (classes, and levels with ``report``), SR (class volumes from ``volumes``, the rows of
     :func:`lumbarseg.inference.outputs.measure`, and the report's measurements), and Secondary Captures of the
     overlay (``overlay``) and of the spine figure (with ``report``)."""
-    require_highdicom()
+    _highdicom()
     with _collector_paused():
         return _build_case(prediction, model_path, volumes, report, overlay, title)
 
 
 def _build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, Any]], report: Any,
                 overlay: bool, title: str) -> CaseObjects:
-    from lumbarseg.inference.dicom.sc import build_figures
     from lumbarseg.inference.dicom.seg import build_seg, segments_of, series_numbers
     from lumbarseg.inference.dicom.sr import build_sr
 
@@ -118,12 +132,22 @@ def _build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, A
     if not prediction.image.header.dicom:
         raise LumbarsegError(source, "DICOM outputs need a DICOM input: the SEG and SR refer to its images")
     reference = prediction.image.header.dicom[0]
-    segments = segments_of(prediction, report)
     numbers = series_numbers(reference)
-    seg = build_seg(prediction, segments, model_path, numbers["seg"], report)
-    ml = {row["class"]: row["volume_ml"] for row in volumes}
-    objects: Dict[str, Any] = {"seg": seg, "sr": build_sr(seg, segments, ml, report, numbers["sr"],
-                                                           Path(model_path).name)}
+    # The figures (OpenCV and numpy, which release the GIL) are drawn while the SEG and SR are built.
+    with ThreadPoolExecutor(1, "lumbarseg-dicom-figures") as drawer:
+        figures = drawer.submit(_figures, prediction, reference, numbers["figures"], report, overlay, title)
+        segments = segments_of(prediction, report)
+        seg = build_seg(prediction, segments, model_path, numbers["seg"], report)
+        ml = {row["class"]: row["volume_ml"] for row in volumes}
+        sr = build_sr(seg, segments, ml, report, numbers["sr"], Path(model_path).name)
+        return CaseObjects({"seg": seg, "sr": sr, **figures.result()})
+
+
+def _figures(prediction: Any, reference: Any, series_number: int, report: Any, overlay: bool,
+             title: str) -> Dict[str, Any]:
+    """The Secondary Captures by kind: the overlay (``overlay``) and the spine figure (with ``report``)."""
+    from lumbarseg.inference.dicom.sc import build_figures
+
     pictures = []
     if overlay:
         from lumbarseg.inference.outputs import overlay_of
@@ -133,9 +157,8 @@ def _build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, A
         from lumbarseg.analysis.figure import spine_picture
 
         pictures.append(("spine", "spine report figure", spine_picture(report)))
-    figures = build_figures(reference, [(what, rgb) for _, what, rgb in pictures], numbers["figures"])
-    objects.update({kind: figure for (kind, _, _), figure in zip(pictures, figures)})
-    return CaseObjects(objects)
+    figures = build_figures(reference, [(what, rgb) for _, what, rgb in pictures], series_number)
+    return {kind: figure for (kind, _, _), figure in zip(pictures, figures)}
 
 
 def write_case(objects: CaseObjects, paths: Dict[str, Path]) -> None:
