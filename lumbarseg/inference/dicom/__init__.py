@@ -125,7 +125,7 @@ def build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, An
 
 def _build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, Any]], report: Any,
                 overlay: bool, title: str) -> CaseObjects:
-    from lumbarseg.inference.dicom.seg import build_seg, segments_of, series_numbers
+    from lumbarseg.inference.dicom.seg import build_seg, labels_of, segments_of, series_numbers
     from lumbarseg.inference.dicom.sr import build_sr
 
     source = prediction.image.source or "input"
@@ -136,8 +136,9 @@ def _build_case(prediction: Any, model_path: Path, volumes: Sequence[Dict[str, A
     # The figures (OpenCV and numpy, which release the GIL) are drawn while the SEG and SR are built.
     with ThreadPoolExecutor(1, "lumbarseg-dicom-figures") as drawer:
         figures = drawer.submit(_figures, prediction, reference, numbers["figures"], report, overlay, title)
-        segments = segments_of(prediction, report)
-        seg = build_seg(prediction, segments, model_path, numbers["seg"], report)
+        labels = labels_of(prediction, report)
+        segments = segments_of(prediction, labels, report)
+        seg = build_seg(prediction, segments, labels, model_path, numbers["seg"])
         ml = {row["class"]: row["volume_ml"] for row in volumes}
         sr = build_sr(seg, segments, ml, report, numbers["sr"], Path(model_path).name)
         return CaseObjects({"seg": seg, "sr": sr, **figures.result()})
