@@ -11,8 +11,8 @@ stores them with STOW-RS when ``output`` is a DICOMweb URL.
 from __future__ import annotations
 
 import sys
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -185,12 +185,11 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
         raise LumbarsegError("--output-type", f"unknown output type {output_type!r} (nifti or dicom)")
     store_url = str(output) if web.is_url(output) else None
     dicom = output_type == "dicom" or store_url is not None or str(output).lower().endswith(".dcm")
+    tables: Any = None  # with DICOM outputs: highdicom and its tables (lumbarseg.inference.dicom.Tables)
     if dicom:
-        from lumbarseg.inference.dicom import require_highdicom, warm_up
+        from lumbarseg.inference.dicom import require_highdicom
 
         require_highdicom()
-        warming = threading.Thread(target=warm_up, name="lumbarseg-dicom-warm-up", daemon=True)
-        warming.start()
     input_path = None if web.is_url(input) else Path(input)
     cases = web.find_cases(str(input), series, dicomweb_token) if input_path is None else find_cases(input_path, series)
     if dicom:
@@ -226,7 +225,7 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
         if dicom:
             from lumbarseg.inference.dicom import build_case
 
-            warming.join()
+            tables.ready()
             objects = build_case(prediction, predictor.model_path, case_rows, spine, overlay, planned.case.name)
         if store_url is not None:  # one STOW-RS request; nothing is written locally
             web.store(store_url, [ds for _, ds in objects.ordered()], objects.study_uid, dicomweb_token)
@@ -257,9 +256,17 @@ def predict_folder(input: PathLike, output: PathLike, model: Optional[PathLike] 
                     on_note(planned.case.note)
 
     # One reader and one writer thread: case i+1 is read and case i-1 written while case i is segmented
-    # (decompression, compression and numpy release the GIL). Outputs stay all or nothing per case.
-    with ThreadPoolExecutor(1, "lumbarseg-read") as reader, ThreadPoolExecutor(1, "lumbarseg-write") as writer:
+    # (decompression, compression and numpy release the GIL). Outputs stay all or nothing per case. With DICOM
+    # outputs, highdicom is imported while the first case is read and its tables load while it is segmented; they
+    # are dropped once the writer is done.
+    with ExitStack() as stack:
+        reader = stack.enter_context(ThreadPoolExecutor(1, "lumbarseg-read"))
         reads = {0: reader.submit(predictor.read, plan[0].case, spacing)} if plan else {}
+        if dicom:
+            from lumbarseg.inference.dicom import Tables
+
+            tables = stack.enter_context(closing(Tables()))
+        writer = stack.enter_context(ThreadPoolExecutor(1, "lumbarseg-write"))
         pending = None
         cases_bar = _progress(plan, desc="cases", unit="case", disable=True if single else bars, file=sys.stderr)
         for index, planned in enumerate(cases_bar):

@@ -3,6 +3,7 @@ Secondary Captures pass dciodvfy and read back with highdicom, the UIDs are new,
 source's. The real shipped model (``fast``) segments the sample's 8 slices, so the spine report has levels."""
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import subprocess
@@ -61,6 +62,45 @@ def test_the_seg_decodes_to_exactly_the_nifti_mask(runs: dict) -> None:
     assert str(seg.FrameOfReferenceUID) == str(_source(runs).FrameOfReferenceUID)
 
 
+def test_the_level_segments_decode_to_exactly_the_nifti_levels_mask(runs: dict) -> None:
+    seg = hd.seg.segread(str(runs["dicom"] / "study.dcm"))
+    levels = np.transpose(read_volume(runs["nifti"] / "study_levels.nii.gz").array, (2, 1, 0))
+    sources = [str(pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID)
+               for p in sorted(runs["study"].glob("IM02*"))]
+    numbers = {d.SegmentLabel: int(d.SegmentNumber) for d in seg.SegmentSequence}
+    report = json.loads((runs["nifti"] / "study_spine.json").read_text())
+    assert len(report["levels"]) > 3
+    for level in report["levels"]:
+        label = level["name"] + (" (partial)" if level["partial"] else "")
+        decoded = seg.get_pixels_by_source_instance(sources, segment_numbers=[numbers[label]])[..., 0]
+        expected = levels == level["label_value"]
+        assert expected.any()
+        np.testing.assert_array_equal(decoded.astype(bool), expected, err_msg=label)
+
+
+def test_the_collector_and_highdicom_tables_are_left_as_found(runs: dict) -> None:
+    """highdicom's tables are frozen for the garbage collector while a batch runs, then unfrozen and dropped (the
+    batches of the fixture left nothing frozen); a build that fails turns the collector back on."""
+    from types import SimpleNamespace
+
+    from highdicom._standard_utils import get_module_attribute_map
+
+    from lumbarseg.errors import LumbarsegError
+    from lumbarseg.inference.dicom import Tables, build_case
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    tables = Tables()
+    tables.ready()
+    assert gc.get_freeze_count() > 0 and get_module_attribute_map.cache_info().currsize == 1
+    tables.close()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert get_module_attribute_map.cache_info().currsize == 0
+    nifti = SimpleNamespace(image=SimpleNamespace(source="case.nii.gz", header=SimpleNamespace(dicom=())))
+    with pytest.raises(LumbarsegError, match="DICOM outputs need a DICOM input"):
+        build_case(nifti, Path("model.onnx"), [])
+    assert gc.isenabled()
+
+
 def test_seg_and_sr_read_back_with_the_spine_report_values(runs: dict) -> None:
     seg = hd.seg.segread(str(runs["dicom"] / "study.dcm"))
     report = json.loads((runs["dicom"] / "study_spine.json").read_text())
@@ -69,7 +109,8 @@ def test_seg_and_sr_read_back_with_the_spine_report_values(runs: dict) -> None:
     assert labels[:3] == ["vertebra", "disc", "canal"] and set(names) <= {lbl.replace(" (partial)", "")
                                                                           for lbl in labels[3:]}
     codes = {d.SegmentLabel: d.SegmentedPropertyTypeCodeSequence[0].CodeValue for d in seg.SegmentSequence}
-    assert codes["vertebra"] == "51282000" and codes["L4"] == "11994002" and codes["L4-L5"] == "84020006"
+    assert codes["vertebra"] == "51282000" and codes["disc"] == "360499006" and codes["canal"] == "61853006"
+    assert codes["L4"] == "11994002" and codes["L4-L5"] == "84020006"
     algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmName == "lumbarseg" and "lumbarseg-spine-t2-fast.onnx" in algorithm.AlgorithmParameters
     sr = hd.sr.srread(str(runs["dicom"] / "study_sr.dcm"))

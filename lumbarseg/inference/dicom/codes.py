@@ -9,10 +9,14 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 SCHEME = "99LUMBARSEG"
-# class name -> (SNOMED CT code value, meaning); the property category of all three is Anatomical Structure
+# class name -> (SNOMED CT code value, meaning); the property category of all three is Anatomical Structure.
+# Vertebra and Vertebral canal: pydicom's DICOM code dictionary (PS3.16 CID 7151 and CID 6115). PS3.16 has no
+# code for "any intervertebral disc" (CID 7604 lists the discs of each level only); 360499006 "Intervertebral disc"
+# is the one 3D Slicer's TotalSegmentator extension writes in its DICOM SEG (lassoan/SlicerTotalSegmentator,
+# TotalSegmentator/Resources/totalsegmentator_snomed_mapping.csv, row "intervertebral_discs").
 CLASS_CODES = {
     "vertebra": ("51282000", "Vertebra"),
-    "disc": ("1172003", "Intervertebral disc"),
+    "disc": ("360499006", "Intervertebral disc"),
     "canal": ("61853006", "Vertebral canal"),
 }
 ANATOMICAL_STRUCTURE = ("91723000", "Anatomical Structure")

@@ -24,12 +24,13 @@ SEG_SERIES_OFFSET = 1000  # SEG series number = source series number + this (SR:
 
 @dataclass
 class Segment:
-    """A segment of the SEG: its number, label, codes and where it lies (frames, rows, columns)."""
+    """A segment of the SEG: its number, label, codes, and the voxels it covers: those of class index ``value``
+    in the prediction, or, for a level segment, those of level value ``value`` in the report's levels volume."""
 
     number: int
     label: str
     property_type: Any
-    mask: np.ndarray = field(repr=False)
+    value: int
     colour: Tuple[int, int, int] = (255, 255, 255)
     level: Any = None  # the spine report's Level, for level segments
 
@@ -45,27 +46,55 @@ def frames_of(volume_array: np.ndarray) -> np.ndarray:
     return np.transpose(volume_array, (2, 1, 0))
 
 
-def segments_of(prediction: Any, report: Any = None) -> List[Segment]:
-    """The class segments (present classes only) and, with ``report``, one segment per level."""
-    indices = frames_of(prediction.class_indices())
+@dataclass(frozen=True)
+class Labels:
+    """What the segments cover, in the series' (instance, row, column) grid as contiguous arrays, each made once:
+    the prediction's class indices and, with a spine report, its level values."""
+
+    classes: np.ndarray = field(repr=False)
+    levels: Optional[np.ndarray] = field(default=None, repr=False)
+
+
+def labels_of(prediction: Any, report: Any = None) -> Labels:
+    classes = np.ascontiguousarray(frames_of(prediction.class_indices()))
+    if report is None:
+        return Labels(classes)
+    return Labels(classes, np.ascontiguousarray(frames_of(np.asarray(report.levels_volume.array))))
+
+
+def segments_of(prediction: Any, labels: Labels, report: Any = None) -> List[Segment]:
+    """The class segments (present classes only) and, with ``report``, one segment per level present."""
     colours = prediction.metadata.colors
     segments: List[Segment] = []
     for index, name in enumerate(prediction.classes):
-        mask = indices == index
-        if index and mask.any():
-            segments.append(Segment(len(segments) + 1, name, codes.class_code(name), mask,
+        if index and (labels.classes == index).any():
+            segments.append(Segment(len(segments) + 1, name, codes.class_code(name), index,
                                     tuple(int(c) for c in colours[index])))  # type: ignore[arg-type]
-    if report is not None:
+    if report is not None and labels.levels is not None:
         from lumbarseg.analysis.levels import level_colour  # analysis is loaded when there is a report
 
-        values = frames_of(np.asarray(report.levels_volume.array))
         for level in report.levels:
-            mask = values == level.value
-            if mask.any():
+            if (labels.levels == level.value).any():
                 label = level.name + (" (partial)" if level.partial else "")
-                segments.append(Segment(len(segments) + 1, label, codes.level_code(level.name, level.kind), mask,
-                                        level_colour(level), level))
+                segments.append(Segment(len(segments) + 1, label, codes.level_code(level.name, level.kind),
+                                        level.value, level_colour(level), level))
     return segments
+
+
+def seg_pixels(labels: Labels, segments: Sequence[Segment]) -> np.ndarray:
+    """The array highdicom encodes, uint8 in the series' (instance, row, column) grid: the segment numbers as one
+    label map when no segments overlap (classes only), else one binary plane per segment, made in place in one
+    block (segment, instance, row, column) and viewed as (instance, row, column, segment), so that each frame
+    highdicom takes is contiguous and already of its type."""
+    if all(s.level is None for s in segments):  # classes never overlap: a label map, 2-3 times faster to encode
+        numbers = np.zeros(int(labels.classes.max()) + 1, np.uint8)
+        for segment in segments:
+            numbers[segment.value] = segment.number
+        return numbers[labels.classes]
+    planes = np.empty((len(segments),) + labels.classes.shape, np.uint8)
+    for segment, plane in zip(segments, planes):
+        np.equal(labels.classes if segment.level is None else labels.levels, segment.value, out=plane)
+    return np.moveaxis(planes, 0, -1)
 
 
 def _description(segment: Segment, algorithm: Any) -> Any:
@@ -88,8 +117,10 @@ def check_sources(sources: Sequence[Any], shape: Tuple[int, ...], source: str) -
         raise LumbarsegError(source, f"mask grid {shape} is not the series' {len(sources)} x {rows} x {cols}")
 
 
-def build_seg(prediction: Any, segments: List[Segment], model_path: Path, series_number: Optional[int] = None) -> Any:
-    """The highdicom Segmentation of ``segments`` on the prediction's source series (new UIDs every call)."""
+def build_seg(prediction: Any, segments: List[Segment], labels: Labels, model_path: Path,
+              series_number: Optional[int] = None) -> Any:
+    """The highdicom Segmentation of ``segments`` (covering ``labels``) on the prediction's source series (new UIDs
+    every call)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes as dcm_codes
 
@@ -103,15 +134,10 @@ def build_seg(prediction: Any, segments: List[Segment], model_path: Path, series
     algorithm = hd.AlgorithmIdentificationSequence(
         name="lumbarseg", family=dcm_codes.cid7162.ArtificialIntelligence, version=__version__,
         parameters={"model": name, "model_sha256": digest})
-    if all(s.level is None for s in segments):  # classes never overlap: a label map, 2-3 times faster to encode
-        pixels = np.zeros(segments[0].mask.shape, np.uint8)
-        for segment in segments:
-            pixels[segment.mask] = segment.number
-    else:  # levels overlap their classes: one binary plane per segment, stacked first (contiguous copies), then
-        pixels = np.moveaxis(np.stack([s.mask for s in segments]), 0, -1)  # viewed as (frame, row, column, segment)
     number = series_number if series_number is not None else _series_number(sources[0], 0)
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        source_images=sources, pixel_array=seg_pixels(labels, segments),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[_description(s, algorithm) for s in segments], series_instance_uid=hd.UID(),
         series_number=number, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="lumbarseg",
         manufacturer_model_name=Path(name).stem[:64], software_versions=__version__, device_serial_number=digest,
