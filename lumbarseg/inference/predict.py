@@ -71,6 +71,15 @@ class Prediction:
     def classes(self) -> List[str]:
         return list(self.metadata.classes)
 
+    def overlay(self, title: str = "") -> np.ndarray:
+        """The overlay mosaic (RGB uint8) of the mask on its image (canonical orientation, physical aspect)."""
+        from lumbarseg.io.overlay import overlay_picture
+
+        orientation = self.metadata.orientation
+        image, _ = reorient(self.image, orientation)
+        mask, _ = reorient(self.mask.with_array(self.class_indices()), orientation)
+        return overlay_picture(image.array, mask.array, self.metadata.label_map, image.spacing[1:], title=title)
+
     def class_indices(self) -> np.ndarray:
         """The mask as class indices (0 = background) instead of label values.
 
