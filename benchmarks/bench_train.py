@@ -86,7 +86,8 @@ def _toolkit_loop(dataset: Path, config, steps: int, device: str) -> float:
     from lumbarseg.data.deephealth_yaml import load_dataset
     from lumbarseg.engines.base import parse_device
     from lumbarseg.engines.torch_engine import TorchEngine
-    from lumbarseg.training.trainer import SliceLoaderSource, train_epoch
+    from lumbarseg.training.sources import SliceLoaderSource
+    from lumbarseg.training.trainer import train_epoch
 
     ds = load_dataset(dataset)
     config = config.with_classes(ds.classes, str(dataset))
@@ -109,7 +110,7 @@ def _toolkit_loop(dataset: Path, config, steps: int, device: str) -> float:
 def _training_batch_size(dataset: Path, config) -> Tuple[int, int]:
     """(rows, cols) of the toolkit's training batches once the config's augmentation has run."""
     from lumbarseg.data.deephealth_yaml import load_dataset
-    from lumbarseg.training.trainer import SliceLoaderSource
+    from lumbarseg.training.sources import SliceLoaderSource
 
     ds = load_dataset(dataset)
     images, _ = next(iter(SliceLoaderSource(ds, config.with_classes(ds.classes, str(dataset))).batches("training", 0)))

@@ -46,13 +46,14 @@ def compare(pred: SpineReport, truth: SpineReport, case: str = "") -> List[Dict[
             if a is not None and b is not None:
                 rows.append({"case": case, "level": level.name, "kind": level.kind, "measurement": key,
                              "prediction": float(a), "expert": float(b), "difference": float(a) - float(b),
-                             "dice": dice.get(level.name)})
+                             "dice": dice.get(level.name), "uncertain": other.uncertain or level.uncertain})
     for key in ALIGNMENT:
         a, b = pred.alignment.get(key), truth.alignment.get(key)
         if a is not None and b is not None:
             rows.append({"case": case, "level": "L1-L5" if key == "lordosis_deg" else "L1-S1", "kind": "alignment",
                          "measurement": key, "prediction": float(a), "expert": float(b),
-                         "difference": float(a) - float(b), "dice": None})
+                         "difference": float(a) - float(b), "dice": None,
+                         "uncertain": "uncertain" in (pred.levels_confidence, truth.levels_confidence)})
     return rows
 
 

@@ -65,7 +65,7 @@ def spine_picture(report: Any) -> np.ndarray:
             cv2.line(picture, _px(start, left), _px(end, left), colour, thickness, cv2.LINE_AA)
     for level in levels:
         anterior = min((p[1] for s, e in level.lines.values() for p in (s, e)), default=level.centre_mm[2])
-        text = level.name + ("*" if level.partial else "")
+        text = level.name + ("*" if level.partial else "") + ("?" if level.uncertain else "")
         scale = 0.5 if level.kind != "disc" else 0.4
         (w, h), _ = cv2.getTextSize(text, _FONT, scale, 1)
         x, y = _px((level.centre_mm[1], anterior - 3.0), left)
@@ -85,9 +85,15 @@ def _frame(picture: np.ndarray, report: Any) -> np.ndarray:
         parts.append(f"L1-S1 {alignment['lordosis_l1_s1_deg']:.1f} deg")
     title = np.zeros((28, width, 3), np.uint8)
     cv2.putText(title, "  ".join(parts), (6, 19), _FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    strips = [title]
+    if report.levels_confidence != "high":
+        warning = np.zeros((22, width, 3), np.uint8)
+        cv2.putText(warning, "LEVEL NAMES UNCERTAIN (?): see levels_confidence_notes", (6, 15), _FONT, 0.4,
+                    FLAGGED, 1, cv2.LINE_AA)
+        strips.append(warning)
     legend = np.zeros((42, width, 3), np.uint8)
-    notes = ["* partial in view, red name: flagged; each level on its own mid-sagittal slice",
+    notes = ["* partial in view, ? uncertain name, red name: flagged; each level on its mid-sagittal slice",
              "heights white, canal cyan, slip green, lordosis endplates magenta"]
     for row, note in enumerate(notes):
         cv2.putText(legend, note, (6, 15 + 18 * row), _FONT, 0.33, (190, 190, 190), 1, cv2.LINE_AA)
-    return np.concatenate([title, picture, legend])
+    return np.concatenate([*strips, picture, legend])

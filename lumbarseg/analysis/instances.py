@@ -1,14 +1,15 @@
 """Split a semantic spine mask into 3D instances: one label per intervertebral disc and per vertebra.
 
 Works on a class-index array in lumbarseg's canonical RIP orientation (axis 0 right->left, axis 1
-inferior, axis 2 posterior). Discs are the 3D connected components of the disc class (discs keep
-the vertebral bodies apart). Vertebral bodies are seeded in the column between consecutive discs
-(the slab above one disc's mid-plane and below the next one's, near the line joining their
-centres); every other vertebra voxel (pedicles, arches, processes, which may touch the next
-vertebra at the facet joints) joins the body it is connected to by the shortest path inside the
-vertebra mask, flooded on a coarse (~2 mm) grid for speed; voxels with no path take the nearest.
-Structures are numbered by position from the bottom: disc k (k = 1 lowest) and vertebra k, the
-vertebra just above disc k; vertebra 0 lies below the lowest disc (the sacrum, when segmented).
+inferior, axis 2 posterior). Discs are the 3D connected components of the disc class (:mod:`.discs`),
+counted from the bottom along the column by :mod:`.sequence`, which may add virtual discs the mask
+missed. Vertebral bodies are seeded in the column between consecutive discs, real or virtual (the slab
+above one disc's mid-plane and below the next one's, near the line joining their centres); every other
+vertebra voxel (pedicles, arches, processes, which may touch the next vertebra at the facet joints) joins
+the body it is connected to by the shortest path inside the vertebra mask, flooded on a coarse (~2 mm)
+grid for speed; voxels with no path take the nearest. Structures are numbered by position from the
+bottom: disc k (k = 1: L5-S1) and vertebra k, the vertebra just above disc k; vertebra 0 lies below
+L5-S1 (the sacrum, when segmented).
 """
 from __future__ import annotations
 
@@ -18,88 +19,38 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
+from lumbarseg.analysis.column import Column
+from lumbarseg.analysis.discs import DiscFrame, label_components, split_discs
+from lumbarseg.analysis.sequence import Count, count_levels
+
 Spacing = Tuple[float, float, float]
 _COARSE_MM = 2.0
-_MIN_DISC_FRACTION = 0.2  # of the median disc volume (a sliver at the edge of the view is no level)
 _MIN_BODY_FRACTION = 0.15  # of the median body-seed volume
 _MIN_MM3 = 50.0
 
 
 @dataclass
-class DiscFrame:
-    """A disc's centre and its in-plane axes (mm, canonical (row, col) = (inferior, posterior))."""
-
-    centre: np.ndarray  # (3,) mm in canonical voxel space scaled by spacing
-    normal: np.ndarray  # (2,) unit vector in the sagittal plane, pointing superior (negative row)
-    depth_mm: float  # antero-posterior extent
-
-
-@dataclass
 class Instances:
     """Instance labels in the canonical grid: ``discs`` value k = disc k, ``vertebrae`` value k + 1 =
-    vertebra k (0 = below the lowest disc); ``bodies`` = the vertebral-body seeds, same values."""
+    vertebra k (0 = below L5-S1); ``bodies`` = the vertebral-body seeds, same values; ``count``: the disc
+    positions, with virtual discs and the confidence of the count."""
 
     discs: np.ndarray
     vertebrae: np.ndarray
     bodies: np.ndarray
-    frames: Dict[int, DiscFrame]
+    count: Count
 
     @property
-    def disc_ids(self) -> List[int]:
-        return sorted(self.frames)
+    def frames(self) -> Dict[int, DiscFrame]:
+        """Disc frames by position, virtual discs included."""
+        return self.count.frames
 
     @property
     def vertebra_positions(self) -> List[int]:
         return [int(v) - 1 for v in np.unique(self.bodies) if v > 0]
 
 
-def _sagittal_pca(coords_mm: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre and (major, minor) unit axes of points in the sagittal (row, col) plane."""
-    centre = coords_mm.mean(axis=0)
-    values, vectors = np.linalg.eigh(np.cov((coords_mm - centre).T))
-    return centre, vectors[:, int(np.argmax(values))], vectors[:, int(np.argmin(values))]
-
-
-def disc_frame(coords_mm: np.ndarray) -> DiscFrame:
-    """A disc's frame from its voxel coordinates (N, 3) in mm."""
-    _, major, minor = _sagittal_pca(coords_mm[:, 1:])
-    normal = minor if minor[0] < 0 else -minor
-    extent = coords_mm[:, 1:] @ major
-    return DiscFrame(coords_mm.mean(axis=0), normal, float(extent.max() - extent.min()))
-
-
-def _components(mask: np.ndarray) -> Tuple[np.ndarray, int, np.ndarray]:
-    labels, count = ndimage.label(mask)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    return labels, count, sizes
-
-
-def split_discs(disc: np.ndarray, spacing: Spacing) -> Tuple[np.ndarray, Dict[int, DiscFrame]]:
-    """Disc instances numbered from the bottom (1 = lowest), small fragments dropped."""
-    labels, count, sizes = _components(disc)
-    voxel_mm3 = float(np.prod(spacing))
-    if count == 0:
-        return np.zeros(disc.shape, np.int32), {}
-    median = float(np.median(sizes[1:]))
-    keep = [k for k in range(1, count + 1)
-            if sizes[k] >= _MIN_DISC_FRACTION * median and sizes[k] * voxel_mm3 >= _MIN_MM3]
-    frames = []
-    for k, box in zip(range(1, count + 1), ndimage.find_objects(labels)):
-        if k not in keep:
-            continue
-        local = np.nonzero(labels[box] == k)
-        coords = np.stack([(idx + sl.start) * s for idx, sl, s in zip(local, box, spacing)], axis=1)
-        frames.append((k, disc_frame(coords)))
-    frames.sort(key=lambda kf: -kf[1].centre[1])  # bottom (largest row) first
-    lut = np.zeros(count + 1, np.int32)
-    ordered: Dict[int, DiscFrame] = {}
-    for new, (old, frame) in enumerate(frames, start=1):
-        lut[old] = new
-        ordered[new] = frame
-    return lut[labels], ordered
-
-
-def _column(rows: np.ndarray, cols: np.ndarray, start: np.ndarray, end: np.ndarray, radius: float,
+def _between_discs(rows: np.ndarray, cols: np.ndarray, start: np.ndarray, end: np.ndarray, radius: float,
             below: Optional[DiscFrame], above: Optional[DiscFrame]) -> np.ndarray:
     """Sagittal grid points (rows (R, 1), cols (1, C) in mm) between two disc mid-planes, near the segment."""
     inside = np.ones((rows.shape[0], cols.shape[1]), bool)
@@ -138,7 +89,7 @@ def body_seeds(vertebra: np.ndarray, frames: Dict[int, DiscFrame], spacing: Spac
         else:  # below the lowest disc
             start, end = above.centre[1:] - gap * above.normal, above.centre[1:]
         depths = [f.depth_mm for f in (below, above) if f is not None]
-        plane[_column(rows, cols, start, end, 0.4 * min(depths), below, above)] = position + 1
+        plane[_between_discs(rows, cols, start, end, 0.4 * min(depths), below, above)] = position + 1
     seeds = np.where(vertebra, plane[None], 0).astype(np.int32)
     # keep each seed's largest connected piece, drop seeds too small to be a body
     out = np.zeros_like(seeds)
@@ -146,7 +97,7 @@ def body_seeds(vertebra: np.ndarray, frames: Dict[int, DiscFrame], spacing: Spac
     for value, box in enumerate(ndimage.find_objects(seeds), start=1):
         if box is None:
             continue
-        labels, count, sizes = _components(seeds[box] == value)
+        labels, count, sizes = label_components(seeds[box] == value)
         if count:
             biggest = int(np.argmax(sizes[1:]) + 1)
             out[box][labels == biggest] = value
@@ -197,13 +148,19 @@ def flood_vertebrae(vertebra: np.ndarray, seeds: np.ndarray, spacing: Spacing) -
 
 
 def split_instances(index: np.ndarray, spacing: Spacing, vertebra_class: int, disc_class: int,
-                    check: Optional[Callable[[Dict[int, DiscFrame]], None]] = None) -> Instances:
+                    check: Optional[Callable[[Dict[int, DiscFrame]], None]] = None,
+                    column: Optional[Column] = None) -> Instances:
     """Disc and vertebra instances of a canonical class-index array (best cropped to the spine first);
-    ``check`` may reject the discs (e.g. a spine that does not run head-foot) before the vertebrae."""
-    discs, frames = split_discs(index == disc_class, spacing)
+    ``check`` may reject the discs (e.g. a spine that does not run head-foot) before the vertebrae;
+    ``column`` orders the discs along the spine's curve (:mod:`.sequence`)."""
+    components, frames = split_discs(index == disc_class, spacing)
     if check is not None:
         check(frames)
     vertebra = index == vertebra_class
-    seeds = body_seeds(vertebra, frames, spacing)
+    count = count_levels(frames, vertebra, spacing, column)
+    lut = np.zeros(max(frames, default=0) + 1, np.int32)
+    for component, position in count.positions.items():
+        lut[component] = position
+    seeds = body_seeds(vertebra, count.frames, spacing)
     vertebrae = flood_vertebrae(vertebra, seeds, spacing) if seeds.any() else np.zeros(index.shape, np.int32)
-    return Instances(discs, vertebrae, seeds, frames)
+    return Instances(lut[components], vertebrae, seeds, count)

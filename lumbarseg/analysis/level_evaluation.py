@@ -1,10 +1,12 @@
 """Per-level results for ``lumbarseg evaluate``: both masks split into levels, compared by level name.
 
 Writes ``levels.csv`` (one row per case, level and measurement: prediction, expert, difference,
-level Dice), ``levels.json`` (per-measurement mean absolute difference, bias and Bland-Altman 95 %
-limits; level counts; level-name agreement with SPIDER instance labels when the ground truth has
-them) and appends a "Levels" section to ``report.md``. A case whose masks cannot be split into
-levels is listed with the reason and left out; the rest of the evaluation is unaffected.
+level Dice, whether either name is uncertain), ``levels.json`` (per-measurement mean absolute difference,
+bias and Bland-Altman 95 % limits; level counts; each side's ``levels_confidence`` with its reasons;
+level-name agreement with SPIDER instance labels when the ground truth has them) and appends a "Levels"
+section to ``report.md``, which lists the cases whose level names are uncertain. A case whose masks
+cannot be split into levels is listed with the reason and left out; the rest of the evaluation is
+unaffected.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from lumbarseg.io.volume import Volume
 from lumbarseg.labels import LabelMap
 
 PathLike = Union[str, Path]
-CSV_FIELDS = ["case", "level", "kind", "measurement", "prediction", "expert", "difference", "dice"]
+CSV_FIELDS = ["case", "level", "kind", "measurement", "prediction", "expert", "difference", "dice", "uncertain"]
 
 
 def has_spider_instances(label_map: LabelMap) -> bool:
@@ -56,7 +58,11 @@ class LevelEvaluation:
         self.rows += compare(predicted, expert, case)
         dice = level_dice(predicted, expert)
         entry: Dict[str, Any] = {**level_counts(predicted, expert), "same_names": predicted.names == expert.names,
-                                 "level_dice": {k: round(v, 4) for k, v in dice.items()}}
+                                 "level_dice": {k: round(v, 4) for k, v in dice.items()},
+                                 "levels_confidence": {"prediction": predicted.levels_confidence,
+                                                       "expert_mask": expert.levels_confidence},
+                                 "levels_confidence_notes": {"prediction": predicted.confidence_notes,
+                                                             "expert_mask": expert.confidence_notes}}
         if self.instance_names and raw_truth is not None:
             entry["names_vs_expert_instances"] = {"prediction": name_agreement(predicted, raw_truth),
                                                   "expert_mask": name_agreement(expert, raw_truth)}
@@ -75,8 +81,11 @@ class LevelEvaluation:
         for entry in self.cases.values():
             for name, value in entry["level_dice"].items():
                 dice.setdefault(name, []).append(value)
+        uncertain = {side: sorted(case for case, entry in self.cases.items()
+                                  if entry["levels_confidence"][side] != "high")
+                     for side in ("prediction", "expert_mask")}
         return {
-            "cases": len(self.cases), "skipped": self.skipped,
+            "cases": len(self.cases), "skipped": self.skipped, "uncertain_levels": uncertain,
             "same_complete_level_count": int(sum(counts)),
             "agreement": agreement(self.rows),
             "level_dice_mean": {k: float(np.mean(v)) for k, v in dice.items()},
@@ -111,6 +120,10 @@ def markdown(summary: Dict[str, Any]) -> str:
              f"{summary['same_complete_level_count']}."]
     for case, reason in summary["skipped"].items():
         lines.append(f"- {case}: not split into levels ({reason})")
+    for side, cases in summary["uncertain_levels"].items():
+        for case in cases:
+            notes = summary["per_case"][case]["levels_confidence_notes"][side]
+            lines.append(f"- {case}: level names of the {side.replace('_', ' ')} uncertain ({'; '.join(notes)})")
     if summary["name_agreement"]:
         for side, value in summary["name_agreement"].items():
             lines.append(f"- level names from the {side.replace('_', ' ')} agree with the expert's instance labels: "

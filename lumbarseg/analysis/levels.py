@@ -73,12 +73,14 @@ class Level:
     measurements: Dict[str, Optional[float]] = field(default_factory=dict)
     flags: List[str] = field(default_factory=list)
     lines: Dict[str, Tuple[Tuple[float, float], Tuple[float, float]]] = field(default_factory=dict)
+    uncertain: bool = False  # its name rests on an uncertain count (:mod:`.sequence`)
 
     def __post_init__(self) -> None:
         self.value = level_value(self.kind, self.position, self.partial)
 
     def to_dict(self) -> Dict[str, object]:
-        return {"name": self.name, "kind": self.kind, "partial": self.partial, "label_value": self.value,
+        return {"name": self.name, "kind": self.kind, "partial": self.partial, "uncertain": self.uncertain,
+                "label_value": self.value,
                 "mid_sagittal_slice": self.slice, "flags": list(self.flags),
                 "measurements": {k: (None if v is None else round(float(v), 3)) for k, v in self.measurements.items()}}
 

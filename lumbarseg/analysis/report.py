@@ -28,10 +28,11 @@ MEASUREMENT_COLUMNS = [
     "height_loss_pct", "genant_grade", "disc_height_index", "canal_ap_mm", "listhesis_mm", "listhesis_pct",
     "meyerding_grade",
 ]
-CSV_COLUMNS = ["case", "name", "kind", "partial", "label_value", "mid_sagittal_slice", *MEASUREMENT_COLUMNS,
-               "lordosis_deg", "lordosis_l1_s1_deg", "flags"]
-NAMING_NOTE = ("names count up from the lowest disc, taken as L5-S1: transitional anatomy (lumbarisation, "
-               "sacralisation) cannot be told from a lumbar field of view")
+CSV_COLUMNS = ["case", "name", "kind", "partial", "uncertain", "label_value", "mid_sagittal_slice",
+               *MEASUREMENT_COLUMNS, "lordosis_deg", "lordosis_l1_s1_deg", "flags", "levels_confidence"]
+NAMING_NOTE = ("names count up along the column from L5-S1 (the lowest disc, unless a whole body lies under it); "
+               "transitional anatomy (lumbarisation, sacralisation) cannot be told from a lumbar field of view: "
+               "count from C2 on a whole-spine localizer where it matters")
 
 
 def output_names(case: str) -> Dict[str, str]:
@@ -47,6 +48,8 @@ def to_document(report: SpineReport) -> Dict[str, Any]:
     return {
         "case": report.case, "lumbarseg_version": __version__,
         "spacing_mm": [round(s, 4) for s in report.spacing], "orientation": "RIP (canonical slices)",
+        "levels_confidence": report.levels_confidence,
+        "levels_confidence_notes": list(report.confidence_notes),
         "levels": levels,
         "alignment": {k: (None if v is None else round(float(v), 2)) for k, v in report.alignment.items()},
         "thresholds": asdict(report.thresholds),
@@ -59,12 +62,13 @@ def rows(report: SpineReport) -> List[Dict[str, Any]]:
     """One CSV row per level (lordosis on the L1 row, where it starts)."""
     out = []
     for entry in to_document(report)["levels"]:
-        row: Dict[str, Any] = {"case": report.case, **{k: entry[k] for k in ("name", "kind", "partial", "label_value",
-                                                                               "mid_sagittal_slice")}}
+        row: Dict[str, Any] = {"case": report.case, **{k: entry[k] for k in ("name", "kind", "partial", "uncertain",
+                                                                               "label_value", "mid_sagittal_slice")}}
         row.update({k: entry["measurements"].get(k) for k in MEASUREMENT_COLUMNS})
         if entry["name"] == "L1":
             row.update({k: report.alignment.get(k) for k in ("lordosis_deg", "lordosis_l1_s1_deg")})
         row["flags"] = "; ".join(entry["flags"])
+        row["levels_confidence"] = report.levels_confidence
         out.append(row)
     return out
 

@@ -15,7 +15,9 @@ import numpy as np
 from scipy import ndimage
 
 from lumbarseg.analysis import measurements as ms
-from lumbarseg.analysis.instances import DiscFrame, Instances, split_instances
+from lumbarseg.analysis.column import keep_column, trace
+from lumbarseg.analysis.discs import DiscFrame
+from lumbarseg.analysis.instances import Instances, split_instances
 from lumbarseg.analysis.levels import CANAL_VALUE, DISC_OFFSET, Level, disc_name, order_key, vertebra_name
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.volume import CANONICAL, Header, Volume, reorient
@@ -61,6 +63,8 @@ class SpineReport:
     spacing: Tuple[float, float, float]
     view: View
     notes: List[str] = field(default_factory=list)
+    levels_confidence: str = "high"  # "uncertain" when the count of the levels met conflicting evidence
+    confidence_notes: List[str] = field(default_factory=list)  # why it is uncertain
 
     def level(self, name: str) -> Optional[Level]:
         """The level of that name (e.g. `"L4-L5"`), or None."""
@@ -125,9 +129,12 @@ def _edge(box: Tuple[slice, ...], shape: Sequence[int], crop: Tuple[slice, ...],
 
 
 def _mid_slice(sub: np.ndarray, box: Tuple[slice, ...]) -> int:
-    """The structure's left-right centre (canonical slice index) from its mask inside its box."""
+    """The structure's left-right centre (canonical slice index) from its mask inside its box: the slice holding
+    it nearest to its centre of mass (a disc of two pieces may have a gap there)."""
     weights = sub.sum(axis=(1, 2)).astype(float)
-    return int(round(float(weights @ np.arange(len(weights)) / weights.sum()))) + box[0].start
+    centre = int(round(float(weights @ np.arange(len(weights)) / weights.sum())))
+    held = np.flatnonzero(weights)
+    return int(held[np.argmin(np.abs(held - centre))]) + box[0].start
 
 
 def _in_slice(sub: np.ndarray, box: Tuple[slice, ...], index: int, shape: Sequence[int]) -> np.ndarray:
@@ -274,8 +281,14 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
     spacing = canonical.spacing
     vertebra, disc, canal_class = _check(canonical.array, classes, source)
     crop = _crop(canonical.array, spacing)
-    classes_crop = canonical.array[crop]
-    inst = split_instances(classes_crop, spacing, vertebra, disc, lambda frames: _check_direction(frames, source))
+    column = trace(canonical.array[crop] == canal_class, spacing) if canal_class is not None else None
+    classes_crop = keep_column(canonical.array[crop], spacing, vertebra, disc, column)
+    notes = [ms.SCREENING_NOTE]
+    off = int(np.count_nonzero(classes_crop != canonical.array[crop]))
+    if off:
+        notes.append(f"{off * float(np.prod(spacing)) / 1000:.1f} mL of vertebra/disc off the spinal column ignored")
+    inst = split_instances(classes_crop, spacing, vertebra, disc, lambda frames: _check_direction(frames, source),
+                           column)
     if not inst.bodies.any():
         raise LumbarsegError(source, "no vertebral body found between or next to the discs")
     levels, shapes = _make_levels(inst, crop, canonical.shape, spacing)
@@ -290,7 +303,10 @@ def analyse(index: Volume, classes: Sequence[str], case: str = "", image: Option
     shown = int(np.median([lv.slice for lv in levels if lv.kind != "disc"] or [lv.slice for lv in levels]))
     picture = reorient(image, CANONICAL)[0].array[shown] if image is not None else None
     view = View(canonical.array[shown], values[shown], picture, spacing, shown, tuple(classes))
-    return SpineReport(case, levels, alignment, levels_volume, thresholds, spacing, view, [ms.SCREENING_NOTE])
+    for level in levels:
+        level.uncertain = inst.count.uncertain(level.position)
+    return SpineReport(case, levels, alignment, levels_volume, thresholds, spacing, view, notes + inst.count.notes,
+                       inst.count.confidence, list(inst.count.reasons))
 
 
 def measure_mask(volume: Volume, label_map: Union[str, LabelMap] = "lumbarseg", case: str = "",

@@ -16,7 +16,6 @@ import numpy as np
 
 from lumbarseg.inference.predict import Prediction
 from lumbarseg.io.atomic import Staging, atomic_path, write_text
-from lumbarseg.io.overlay import overlay_picture
 from lumbarseg.io.readers import write_png_stack, write_volume
 from lumbarseg.io.slices import write_png
 from lumbarseg.io.volume import reorient
@@ -153,14 +152,5 @@ def write_measurements(rows: Sequence[Dict[str, Any]], stem: PathLike, info: Opt
 
 
 def write_overlay(prediction: Prediction, path: PathLike, title: str = "") -> None:
-    """The overlay mosaic (:func:`overlay_of`) as a PNG."""
-    write_png(path, overlay_of(prediction, title))
-
-
-def overlay_of(prediction: Prediction, title: str = "") -> np.ndarray:
-    """The overlay mosaic (RGB uint8) of the prediction on its image (canonical orientation, physical aspect)."""
-    orientation = prediction.metadata.orientation
-    image, _ = reorient(prediction.image, orientation)
-    indices = prediction.mask.with_array(prediction.class_indices())
-    mask, _ = reorient(indices, orientation)
-    return overlay_picture(image.array, mask.array, prediction.metadata.label_map, image.spacing[1:], title=title)
+    """The overlay mosaic (:meth:`Prediction.overlay`) as a PNG."""
+    write_png(path, prediction.overlay(title))

@@ -5,7 +5,9 @@ kept. Vertebrae and discs are several separate objects of similar size, so every
 least ``min_fraction`` of the class's largest one is kept (a partly visible vertebra at the edge
 of the field of view survives, a speck of false positives does not). Holes are filled slice by
 slice (a sagittal hole may be open across slices), and only with background voxels: another
-class is never overwritten. Removed voxels become background.
+class is never overwritten. Removed voxels become background. With the grid's spacing, vertebra and
+disc components off the spinal column (traced along the canal: :mod:`lumbarseg.analysis.column`) are
+removed too: patches in far-lateral slices or in the pelvis that belong to no spine.
 
 Components are labelled by ``cc3d`` (connected-components-3d: imports in milliseconds, where
 ``scipy.ndimage`` takes most of a second), on the class's bounding box only; the labels, and so
@@ -14,10 +16,13 @@ the result, are those of ``scipy.ndimage.label`` (tests/inference/test_postproce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence
 
 import cc3d
 import numpy as np
+
+from lumbarseg.analysis.column import keep_column, trace
+from lumbarseg.io.volume import bounding_box
 
 
 @dataclass(frozen=True)
@@ -42,15 +47,6 @@ def rules_for(classes: Sequence[str],
     """The rule for each foreground class: overrides, then the defaults by name, then the fallback."""
     overrides = dict(overrides or {})
     return {name: overrides.get(name, DEFAULT_RULES.get(name, FALLBACK_RULE)) for name in classes[1:]}
-
-
-def bounding_box(binary: np.ndarray) -> Tuple[slice, ...]:
-    """The smallest box holding every True voxel of ``binary`` (not empty)."""
-    box = []
-    for axis in range(binary.ndim):
-        present = np.flatnonzero(binary.any(axis=tuple(a for a in range(binary.ndim) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
 
 
 def keep_components(binary: np.ndarray, rule: ComponentRule) -> np.ndarray:
@@ -104,15 +100,20 @@ def fill_holes_per_slice(binary: np.ndarray) -> np.ndarray:
     return out
 
 
-def postprocess(mask: np.ndarray, classes: Sequence[str],
-                rules: Optional[Mapping[str, ComponentRule]] = None) -> np.ndarray:
-    """Apply each foreground class's rule to a class-index volume (axis 0 = slices); returns a new mask."""
+def postprocess(mask: np.ndarray, classes: Sequence[str], rules: Optional[Mapping[str, ComponentRule]] = None,
+                spacing: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Apply each foreground class's rule to a canonical class-index volume (axis 0 = slices), then, given the
+    voxel ``spacing`` (mm) and classes named vertebra, disc and canal, keep only the spinal column; returns a
+    new mask."""
     per_class = rules_for(classes, rules)
     out = np.zeros_like(mask)
     for index, name in enumerate(classes):
         if index == 0:
             continue
         out[keep_components(mask == index, per_class[name])] = index  # an absent class keeps nothing
+    if spacing is not None and {"vertebra", "disc", "canal"} <= set(classes):
+        vertebra, disc, canal = (list(classes).index(name) for name in ("vertebra", "disc", "canal"))
+        out = keep_column(out, spacing, vertebra, disc, trace(out == canal, spacing))
     for index, name in enumerate(classes):
         if index and per_class[name].fill_holes:
             filled = fill_holes_per_slice(out == index)

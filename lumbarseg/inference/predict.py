@@ -6,9 +6,10 @@ both ``lumbarseg predict`` and ``lumbarseg.predict(...)`` use. The steps, each u
 read -> reorient to the model's orientation (RIP: ``array[k]`` is a sagittal slice) -> normalise
 intensities per volume -> resample each slice in-plane to the model's spacing -> (2.5D models: stack each
 slice's neighbours at the model's ``slice_offsets`` as channels) -> pad to a multiple of ``2**depth`` ->
-infer in batches (optionally with flips) -> crop -> resample the
-class probabilities back to the slice's size (linear) -> argmax -> post-process -> label values
--> undo the reorientation. Only permutations/flips touch the slice axis, so no voxel moves.
+infer in batches (optionally with flips) -> crop -> resample the class probabilities back to the slice's
+size (linear) -> argmax -> post-process (no labels where the image has no signal; components, the spinal
+column, holes) -> label values -> undo the reorientation. Only permutations/flips touch the slice axis,
+so no voxel moves.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from lumbarseg.inference.postprocess import ComponentRule, postprocess
 from lumbarseg.inference.runtimes import load_model
 from lumbarseg.io import limits
 from lumbarseg.io.cases import Case
-from lumbarseg.io.intensity import normalize
+from lumbarseg.io.intensity import no_signal, normalize
 from lumbarseg.io.readers import read_volume
 from lumbarseg.io.volume import CANONICAL, Volume, affine_from_spacing, reorient
 from lumbarseg.model.metadata import ModelMetadata
@@ -69,6 +70,15 @@ class Prediction:
     @property
     def classes(self) -> List[str]:
         return list(self.metadata.classes)
+
+    def overlay(self, title: str = "") -> np.ndarray:
+        """The overlay mosaic (RGB uint8) of the mask on its image (canonical orientation, physical aspect)."""
+        from lumbarseg.io.overlay import overlay_picture
+
+        orientation = self.metadata.orientation
+        image, _ = reorient(self.image, orientation)
+        mask, _ = reorient(self.mask.with_array(self.class_indices()), orientation)
+        return overlay_picture(image.array, mask.array, self.metadata.label_map, image.spacing[1:], title=title)
 
     def class_indices(self) -> np.ndarray:
         """The mask as class indices (0 = background) instead of label values.
@@ -204,7 +214,8 @@ class Predictor:
         indices, probs = self._infer_volume(data, canonical.spacing, progress, probabilities)
         if self.postprocess:
             rules = self.postprocess if isinstance(self.postprocess, Mapping) else None
-            indices = postprocess(indices, meta.classes, rules)
+            indices[no_signal(canonical.array, canonical.spacing, indices > 0)] = 0
+            indices = postprocess(indices, meta.classes, rules, canonical.spacing)
         values = np.asarray(meta.label_values)
         dtype = np.uint8 if values.max() <= 255 and values.min() >= 0 else np.int16
         mask = values.astype(dtype)[indices]

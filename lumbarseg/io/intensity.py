@@ -3,10 +3,17 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+import cc3d
+import cv2
 import numpy as np
+
+from lumbarseg.io.volume import bounding_box
 
 # Written into datasets and model metadata so a model is always fed the way it was trained.
 DEFAULT_NORMALIZATION: Dict[str, Any] = {"method": "percentile", "low": 0.5, "high": 99.5}
+NO_SIGNAL_MM3 = 1000.0  # a fill-value region at least this large is no image (1 mL)
+NO_SIGNAL_SOLID_MM = 5.0  # ... and solid: it holds a square of this side in its slice
+NO_SIGNAL_MARGIN_MM = 20.0  # around the labelled voxels at the lowest value, the region examined
 
 
 def normalize(array: np.ndarray, spec: Dict[str, Any] = DEFAULT_NORMALIZATION) -> np.ndarray:
@@ -35,6 +42,33 @@ def normalize(array: np.ndarray, spec: Dict[str, Any] = DEFAULT_NORMALIZATION) -
     if hi <= lo:
         return np.zeros_like(data, dtype=np.float32)
     return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def no_signal(array: np.ndarray, spacing: Sequence[float], labelled: Optional[np.ndarray] = None,
+              min_mm3: float = NO_SIGNAL_MM3, solid_mm: float = NO_SIGNAL_SOLID_MM) -> np.ndarray:
+    """Voxels of a fill value (bool): where the volume's lowest value fills solid regions of ``min_mm3`` or more.
+
+    Zero-filled bands (a field of view padded by the scanner or by a conversion) carry no image; a model may
+    still label them, so prediction sets them to background. Solid: what is left of the lowest value after an
+    opening by a ``solid_mm`` square in each slice (axis 0), so that dark tissue that happens to take the lowest
+    value (a black disc, cortical bone) and touches the air by a thin path is not part of it. With ``labelled``
+    (bool, the voxels a model labelled) only the box around those of them at the lowest value, with a
+    ``NO_SIGNAL_MARGIN_MM`` margin, is examined: the rest of the answer would change no label."""
+    out = np.zeros(array.shape, dtype=bool)
+    if array.size == 0:
+        return out
+    low = array == array.min()
+    voxels = max(1, int(np.ceil(min_mm3 / float(np.prod(spacing)))))
+    seeds = low if labelled is None else low & labelled
+    if np.count_nonzero(low) < voxels or not seeds.any():
+        return out
+    box = tuple(slice(max(0, b.start - m), b.stop + m) for b, m in
+                zip(bounding_box(seeds), (int(np.ceil(NO_SIGNAL_MARGIN_MM / s)) for s in spacing)))
+    size = [max(1, int(round(solid_mm / s))) for s in spacing[1:]]
+    square = np.ones(size, np.uint8)
+    solid = np.stack([cv2.morphologyEx(plane, cv2.MORPH_OPEN, square) for plane in low[box].astype(np.uint8)])
+    out[box] = cc3d.dust(solid, threshold=voxels, connectivity=6).astype(bool)
+    return out
 
 
 def _integer_levels(array: np.ndarray) -> Optional[Tuple[int, np.ndarray]]:

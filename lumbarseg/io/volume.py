@@ -147,3 +147,12 @@ def affine_from_spacing(spacing: Tuple[float, float, float], orientation: str = 
     for axis, (world_axis, sign) in enumerate(ornt):
         affine[int(world_axis), axis] = sign * float(spacing[axis])
     return affine
+
+
+def bounding_box(binary: np.ndarray) -> Tuple[slice, ...]:
+    """The smallest box holding every True voxel of ``binary`` (not empty)."""
+    box = []
+    for axis in range(binary.ndim):
+        present = np.flatnonzero(binary.any(axis=tuple(a for a in range(binary.ndim) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)

@@ -15,6 +15,7 @@ from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.intensity import DEFAULT_NORMALIZATION
 from lumbarseg.io.slices import read_grey
 from lumbarseg.model import metadata as model_metadata
+from lumbarseg.model.record import epochs_of, short_world
 from lumbarseg.networks.unet import UNetSpec
 from lumbarseg.training.distributed import Replica, World, my_part
 
@@ -108,3 +109,11 @@ def slice_offsets(ds: DeepHealthDataset) -> List[float]:
         raise LumbarsegError(ds.where, "has slice channels but no slice_spacing: the model could not place its "
                                        "neighbour slices in millimetres")
     return [round(offset * float(ds.meta["slice_spacing"]), 6) for offset in offsets]
+
+
+def world_change(old: Dict[str, Any], new: Dict[str, Any], done: int) -> str:
+    """The resume note when the number of processes changed."""
+    ran = epochs_of(old) or f"epochs up to {done}"
+    return (f"resumed from epoch {done + 1} by {short_world(new)}; {ran} ran on "
+            f"{short_world(old)}; the global batch stays {new['global_batch']} "
+            f"({' + '.join(map(str, new['per_rank_batch']))} per rank)")

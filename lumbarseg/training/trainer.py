@@ -24,56 +24,21 @@ from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from lumbarseg.config import STOP_METRICS, ExperimentConfig, load_config, sized_augmentation
+from lumbarseg.config import STOP_METRICS, ExperimentConfig, load_config
 from lumbarseg.data.deephealth_yaml import DeepHealthDataset, load_dataset
 from lumbarseg.engines.base import Engine
 from lumbarseg.engines.registry import Device, get_engine, parse_device
 from lumbarseg.errors import LumbarsegError
 from lumbarseg.io.atomic import atomic_path
 from lumbarseg.model import metadata as model_metadata
-from lumbarseg.model.record import describe_world, epochs_of, short_world
+from lumbarseg.model.record import describe_world
 from lumbarseg.model.registry import resolve_model
 from lumbarseg.networks.unet import UNetSpec
 from lumbarseg.training import distributed, provenance, rundir
 from lumbarseg.training.logs import write_logs
+from lumbarseg.training.sources import Batch, BatchSource, BatchSourceFactory, batch_source_for
 
-Batch = Tuple[np.ndarray, np.ndarray]
 PathLike = Union[str, Path]
-
-
-class BatchSource:
-    """Batches of the training and validation splits: images float32 (N, C, H, W), labels int64 (N, H, W)."""
-
-    def num_batches(self, split: str) -> int:
-        raise NotImplementedError
-
-    def batches(self, split: str, epoch: int) -> Iterable[Batch]:
-        """One pass over ``split``; the order and augmentation depend only on the seed and ``epoch``."""
-        raise NotImplementedError
-
-
-BatchSourceFactory = Callable[[DeepHealthDataset, ExperimentConfig], BatchSource]
-
-
-class SliceLoaderSource(BatchSource):
-    """The default: ``lumbarseg.data.loader.SliceLoader`` per split (training shuffled, validation in order)."""
-
-    def __init__(self, dataset: DeepHealthDataset, config: ExperimentConfig) -> None:
-        from lumbarseg.data.loader import SliceLoader
-
-        self.loaders = {
-            split: SliceLoader(dataset, split, config.batch_size, augmentation=sized_augmentation(config, split),
-                               shuffle=split == "training", seed=config.seed, workers=config.workers)
-            for split in ("training", "validation")
-        }
-
-    def num_batches(self, split: str) -> int:
-        return len(self.loaders[split])
-
-    def batches(self, split: str, epoch: int) -> Iterable[Batch]:
-        loader = self.loaders[split]
-        loader.set_epoch(epoch)
-        return iter(loader)
 
 
 @dataclass
@@ -136,7 +101,7 @@ def train(dataset: PathLike, config: ExperimentConfig, out: PathLike, engine: st
         net = engine_cls(spec, dev, threads=config.threads, seed=config.seed)
     replica.prepare(net)
     net.configure_training(config.optimizer, config.loss)
-    source = _batch_source(engine_cls, ds, config, batch_source, replica)
+    source = batch_source_for(engine_cls, ds, config, batch_source, replica)
     meta = provenance.base_metadata(ds, config, spec, engine)
     state = _fresh_state()
     state["worlds"] = provenance.join_world([], provenance.world_record(replica, dev, config.batch_size), 0)
@@ -202,19 +167,11 @@ def resume(run_dir: PathLike, device: Optional[str] = None, dataset: Optional[Pa
         if replica.is_main and state["worlds"] is not before:
             rundir.write_config(run_dir, config, state["worlds"])
             if before and before[-1]["world_size"] != world["world_size"]:
-                note = _world_change(before[-1], world, state["epoch"])
+                note = provenance.world_change(before[-1], world, state["epoch"])
                 print(f"lumbarseg: note: {run_dir}: {note}", file=sys.stderr)
-        source = _batch_source(engine_cls, ds, config, batch_source, replica)
+        source = batch_source_for(engine_cls, ds, config, batch_source, replica)
         meta = model_metadata.ModelMetadata(**run["metadata"])
         return _fit(run_dir, net, source, config, ds, meta, state, progress, replica)
-
-
-def _world_change(old: Dict[str, Any], new: Dict[str, Any], done: int) -> str:
-    """The resume note when the number of processes changed."""
-    ran = epochs_of(old) or f"epochs up to {done}"
-    return (f"resumed from epoch {done + 1} by {short_world(new)}; {ran} ran on "
-            f"{short_world(old)}; the global batch stays {new['global_batch']} "
-            f"({' + '.join(map(str, new['per_rank_batch']))} per rank)")
 
 
 def _run_lock(run_dir: Path, replica: Any) -> ContextManager[Any]:
@@ -373,18 +330,6 @@ def _engine_from_onnx(engine_cls: Any, path: Path, ds: DeepHealthDataset, spec: 
     if meta.spec != spec:
         raise LumbarsegError(path, f"model architecture {meta.spec} differs from the config's {spec}")
     return engine_cls.from_onnx(path, spec, device, threads=config.threads, seed=config.seed)
-
-
-def _batch_source(engine_cls: Any, ds: DeepHealthDataset, config: ExperimentConfig,
-                  factory: Optional[BatchSourceFactory], replica: distributed.Replica) -> BatchSource:
-    if replica.distributed:  # the portable loader, sharded (see distributed.py)
-        return distributed.ShardedSource(SliceLoaderSource(ds, config).loaders, replica.world,  # type: ignore
-                                         whole_batches=replica.average)
-    if factory is not None:
-        return factory(ds, config)
-    native = getattr(engine_cls, "batch_source", None)
-    source = native(ds, config) if native is not None else None
-    return source if source is not None else SliceLoaderSource(ds, config)
 
 
 def _check_batch(images: np.ndarray, labels: np.ndarray, spec: UNetSpec) -> None:

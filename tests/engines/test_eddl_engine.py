@@ -129,7 +129,7 @@ def test_dldataset_source_matches_the_portable_loader(tmp_path):
     pytest.importorskip("pyecvl.ecvl", reason="pyecvl not installed")
     from lumbarseg.data.deephealth_yaml import load_dataset
     from lumbarseg.engines.ecvl_source import DLDatasetSource
-    from lumbarseg.training.trainer import SliceLoaderSource
+    from lumbarseg.training.sources import SliceLoaderSource
 
     ds = load_dataset(make_dataset(tmp_path / "data", n_train=5, n_val=3))
     config = tiny_config(batch_size=2)
@@ -165,7 +165,7 @@ def test_dldataset_source_feeds_25d_samples_like_the_portable_loader(tmp_path):
     pytest.importorskip("pyecvl.ecvl", reason="pyecvl not installed")
     from lumbarseg.data.context import write_with_slice_channels
     from lumbarseg.engines.ecvl_source import DLDatasetSource
-    from lumbarseg.training.trainer import SliceLoaderSource
+    from lumbarseg.training.sources import SliceLoaderSource
 
     flat = make_dataset(tmp_path / "data", n_train=4, n_val=4, per_patient=4)
     ds = write_with_slice_channels(flat, tmp_path / "data" / "ctx.yml", [-1, 0, 1])

@@ -16,7 +16,7 @@ from synthetic_training import tiny_config
 from lumbarseg.data.deephealth_yaml import load_dataset
 from lumbarseg.engines.base import Device, get_engine
 from lumbarseg.training.distributed import MpiCommunicator, Replica, ShardedSource, detect_world
-from lumbarseg.training.trainer import SliceLoaderSource
+from lumbarseg.training.sources import SliceLoaderSource
 
 
 def flat(engine) -> np.ndarray:

@@ -19,7 +19,8 @@ from synthetic_training import CLASSES, TINY_CONFIG, make_dataset, tiny_config  
 from lumbarseg.config import sized_augmentation  # noqa: E402
 from lumbarseg.model import metadata  # noqa: E402
 from lumbarseg.training import trainer  # noqa: E402
-from lumbarseg.training.trainer import SliceLoaderSource, resume, train, validate  # noqa: E402
+from lumbarseg.training.sources import SliceLoaderSource  # noqa: E402
+from lumbarseg.training.trainer import resume, train, validate  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -151,9 +151,7 @@ def _figures(prediction: Any, reference: Any, series_number: int, report: Any, o
 
     pictures = []
     if overlay:
-        from lumbarseg.inference.outputs import overlay_of
-
-        pictures.append(("overlay", "overlay of the labels", overlay_of(prediction, title)))
+        pictures.append(("overlay", "overlay of the labels", prediction.overlay(title)))
     if report is not None:
         from lumbarseg.analysis.figure import spine_picture
 
