@@ -45,6 +45,7 @@ def disc_frame(coords_mm: np.ndarray) -> DiscFrame:
 
 
 def label_components(mask: np.ndarray) -> Tuple[np.ndarray, int, np.ndarray]:
+    """3D components of ``mask``: labels, their number, and each label's voxel count (index 0: background)."""
     labels, count = ndimage.label(mask)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     return labels, count, sizes
