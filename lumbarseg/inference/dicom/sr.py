@@ -2,8 +2,8 @@
 
 One TID 1411 volumetric group per SEG segment, referencing it: the class volumes (mL) and, with a spine
 report, each level's measurements (the report's own keys and units: heights and depths in mm, ratios,
-grades, canal AP diameter, listhesis) with its flags and, where the report gives it, whether its name is
-uncertain, as qualitative evaluations. The alignment (lordosis) and the report's level-naming confidence
+grades, canal AP diameter, listhesis) with its flags and whether its name is uncertain, as
+qualitative evaluations. The alignment (lordosis) and the report's level-naming confidence
 form a TID 1501 group. Values absent from the report (a partial level's heights) are left out.
 """
 from __future__ import annotations
@@ -31,11 +31,8 @@ def _evaluations(level: Any) -> List[Any]:
     import highdicom as hd
 
     out = [hd.sr.QualitativeEvaluation(codes.flag_code(flag), codes.present()) for flag in level.flags]
-    uncertain = getattr(level, "uncertain", None)  # issue 19's per-level flag, where the report has it
-    if uncertain is not None:
-        out.append(hd.sr.QualitativeEvaluation(codes.code("level_name_confidence", codes.SCHEME,
-                                                          "Level name confidence"),
-                                               codes.confidence("uncertain" if uncertain else "high")))
+    out.append(hd.sr.QualitativeEvaluation(codes.code("level_name_confidence", codes.SCHEME, "Level name confidence"),
+                                           codes.confidence("uncertain" if level.uncertain else "high")))
     return out
 
 
@@ -51,25 +48,20 @@ def _group(seg: Any, segment: Segment, measurements: List[Any], evaluations: Lis
         measurements=measurements or None, qualitative_evaluations=evaluations or None)
 
 
-def _alignment(report: Any) -> Optional[Any]:
+def _alignment(report: Any) -> Any:
     import highdicom as hd
 
     measurements = _measurements(dict(report.alignment))
-    evaluations = []
-    confidence = getattr(report, "levels_confidence", None)  # issue 19, where the report has it
-    if confidence is not None:
-        evaluations.append(hd.sr.QualitativeEvaluation(
-            codes.code("levels_confidence", codes.SCHEME, "Level naming confidence"), codes.confidence(confidence)))
-    for note in getattr(report, "confidence_notes", None) or []:
+    evaluations = [hd.sr.QualitativeEvaluation(codes.code("levels_confidence", codes.SCHEME, "Level naming confidence"),
+                                               codes.confidence(report.levels_confidence))]
+    for note in report.confidence_notes:
         evaluations.append(hd.sr.QualitativeEvaluation(
             codes.code("confidence_note", codes.SCHEME, "Level naming note"),
             codes.code("note", codes.SCHEME, str(note)[:64])))
-    if not measurements and not evaluations:
-        return None
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="alignment"),
         finding_type=codes.code("122496007", "SCT", "Lumbar spine"),
-        measurements=measurements or None, qualitative_evaluations=evaluations or None)
+        measurements=measurements or None, qualitative_evaluations=evaluations)
 
 
 def build_sr(seg: Any, segments: Sequence[Segment], volumes: Dict[str, float], report: Any = None,
@@ -86,9 +78,8 @@ def build_sr(seg: Any, segments: Sequence[Segment], volumes: Dict[str, float], r
         else:
             groups.append(_group(seg, segment, _measurements(segment.level.measurements),
                                  _evaluations(segment.level)))
-    alignment = _alignment(report) if report is not None else None
-    if alignment is not None:
-        groups.append(alignment)
+    if report is not None:
+        groups.append(_alignment(report))
     observer = hd.sr.ObserverContext(
         observer_type=dcm_codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
