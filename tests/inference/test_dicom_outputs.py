@@ -134,6 +134,12 @@ def test_seg_and_sr_read_back_with_the_spine_report_values(runs: dict) -> None:
         group = by_name[lv["name"] + (" (partial)" if lv["partial"] else "")]
         evaluations = {e.name.value for e in group.get_qualitative_evaluations()}
         assert set(lv["flags"]) <= evaluations
+    uncertain = {"75540009": False, "64957009": True}  # SCT High, Uncertain
+    for lv in report["levels"]:
+        group = by_name[lv["name"] + (" (partial)" if lv["partial"] else "")]
+        [named] = [e.value.value for e in group.get_qualitative_evaluations()
+                   if e.name.value == "level_name_confidence"]
+        assert uncertain[named] == lv["uncertain"]
 
 
 def test_dciodvfy_finds_no_errors(runs: dict) -> None:
