@@ -35,11 +35,13 @@ def add_model(parser: argparse.ArgumentParser, extra: str = "") -> None:
     parser.add_argument("--model", default=None, metavar="NAME|M.onnx", help=MODEL_HELP + extra)
 
 
-def add_dicom_options(parser: argparse.ArgumentParser) -> None:
+SERIES_HELP = ("the series of a DICOM study to segment (default: the rule `lumbarseg series` shows: sagittal, "
+               "T2-weighted, then the most slices and the finest in-plane spacing)")
+
+
+def add_dicom_options(parser: argparse.ArgumentParser, series_help: str = SERIES_HELP) -> None:
     """``--series NUMBER|UID`` (which series of a DICOM study) and ``--dicomweb-token``."""
-    parser.add_argument("--series", default=None, metavar="NUMBER|UID",
-                        help="the series of a DICOM study to segment (default: the rule `lumbarseg series` shows: "
-                             "sagittal, T2-weighted, then the most slices and the finest in-plane spacing)")
+    parser.add_argument("--series", default=None, metavar="NUMBER|UID", help=series_help)
     parser.add_argument("--dicomweb-token", default=None, metavar="TOKEN",
                         help="bearer token for DICOMweb URLs (else $LUMBARSEG_DICOMWEB_TOKEN, user:password in the "
                              "URL, or ~/.netrc); never printed")

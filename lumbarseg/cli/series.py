@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from lumbarseg.cli.options import add_dicom_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -10,9 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List each study's series (number, description, plane, weighting guess, slices, pixel spacing, "
                     "thickness) and mark the one predict and measure segment (* = by the rule, or --series).")
     parser.add_argument("path", help="a study folder, a folder of studies, a DICOMDIR, or a DICOMweb study URL")
-    parser.add_argument("--series", default=None, metavar="NUMBER|UID", help="mark this series instead of the rule's")
-    parser.add_argument("--dicomweb-token", default=None, metavar="TOKEN",
-                        help="bearer token for a DICOMweb URL (else $LUMBARSEG_DICOMWEB_TOKEN, the URL or ~/.netrc)")
+    add_dicom_options(parser, series_help="mark this series instead of the rule's")
     parser.set_defaults(func=run)
 
 

@@ -8,7 +8,7 @@ segmented from is chosen by :mod:`lumbarseg.io.dicom.choice` (or ``series=NUMBER
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Union
@@ -117,8 +117,7 @@ def study_cases(folder: Path, studies: Sequence[Any], series: Optional[str] = No
         loader = partial(read_dicom_series, chosen.files, where, chosen.headers, study.unreadable)
         cases.append(Case(name, where, "dicom", loader=loader, note=choice.line(str(where)), study=study))
     names = [c.name for c in cases]
-    return [c if names.count(c.name) == 1 else Case(f"{c.name}_{c.study.uid[-8:]}", c.path, c.format,
-                                                    loader=c.loader, note=c.note, study=c.study) for c in cases]
+    return [c if names.count(c.name) == 1 else replace(c, name=f"{c.name}_{c.study.uid[-8:]}") for c in cases]
 
 
 def _folder_cases(folder: Path, series: Optional[str] = None) -> List[Case]:
